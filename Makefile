@@ -1,0 +1,20 @@
+# citysense: the two commands a new user runs (see README.md).
+#   make run   install what is missing, then run the whole system locally
+#   make test  install what is missing, then run the test suite against real services
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install run test bench
+
+install:
+	@bash deploy/local/install.sh
+
+run: install
+	@exec $(VENV)/bin/citysense up
+
+test: install
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	@$(PY) -m benchmarks.run $(BENCH_ARGS)

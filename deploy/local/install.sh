@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Install what citysense needs on a Debian 12 or 13 machine, as root. Idempotent: when everything is
+# present it only checks, in about a second.
+#
+#   - PostgreSQL with the TimescaleDB extension (Apache edition).
+#       Debian 13 ships postgresql-17-timescaledb: install it with its server.
+#       Debian 12 ships none: build Debian 13's own timescaledb source package against the installed
+#       server, from a deb-src line for trixie that reuses the mirror already in the apt sources.
+#   - Mosquitto broker and its C clients (the tests and benchmarks use both).
+#   - A Python virtual environment in .venv with the project and its test extras.
+#
+# Environment: CITYSENSE_VENV (default: <repo>/.venv), CITYSENSE_PYTHON (default: python3).
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+venv="${CITYSENSE_VENV:-$repo/.venv}"
+python="${CITYSENSE_PYTHON:-python3}"
+state="$repo/.citysense"
+mkdir -p "$state"
+
+log() { printf '[install] %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  log "run as root (apt-get and the TimescaleDB build install into system paths)"
+  exit 1
+fi
+
+. /etc/os-release
+codename="${VERSION_CODENAME:-}"
+
+apt_updated=0
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ $apt_updated -eq 0 ]; then
+    log "apt-get update"
+    apt-get update -qq
+    apt_updated=1
+  fi
+  log "apt-get install ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The Debian mirror this machine already uses (deb822 or one-line sources), never a host of our own.
+debian_mirror() {
+  local uri=""
+  if compgen -G "/etc/apt/sources.list.d/*.sources" >/dev/null; then
+    uri=$(awk '/^URIs:/ {for (i=2;i<=NF;i++) print $i}' /etc/apt/sources.list.d/*.sources \
+          | grep -v -- '-security' | grep -m1 'debian' || true)
+  fi
+  if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
+    uri=$(awk '$1=="deb" && $0 !~ /security/ {for (i=2;i<=NF;i++) if ($i ~ /^(https?|ftp|file):/) {print $i; exit}}' \
+          /etc/apt/sources.list || true)
+  fi
+  [ -n "$uri" ] || uri="http://deb.debian.org/debian"
+  printf '%s\n' "${uri%/}"
+}
+
+install_postgres_debian13() {
+  local nn=17
+  apt_install "postgresql-$nn" "postgresql-$nn-timescaledb" postgresql-client-$nn
+  echo "$nn" > "$state/pg_version"
+}
+
+install_postgres_debian12() {
+  local nn=15
+  apt_install "postgresql-$nn" "postgresql-client-$nn" "postgresql-server-dev-$nn"
+  echo "$nn" > "$state/pg_version"
+  local sharedir="/usr/share/postgresql/$nn/extension"
+  if ls "$sharedir"/timescaledb--*.sql >/dev/null 2>&1 && [ -f "/usr/lib/postgresql/$nn/lib/timescaledb.so" ]; then
+    return 0
+  fi
+  apt_install cmake gcc make dpkg-dev libssl-dev libkrb5-dev
+  local mirror list=/etc/apt/sources.list.d/citysense-trixie-src.list
+  mirror=$(debian_mirror)
+  if [ ! -f "$list" ]; then
+    log "adding deb-src $mirror trixie main (source only: no binary package comes from it)"
+    echo "deb-src $mirror trixie main" > "$list"
+    apt_updated=0
+  fi
+  if [ $apt_updated -eq 0 ]; then apt-get update -qq; apt_updated=1; fi
+  local build="$state/build/timescaledb"
+  rm -rf "$build"; mkdir -p "$build"
+  log "building TimescaleDB (Apache edition) from Debian 13's source package against PostgreSQL $nn"
+  (cd "$build" && apt-get source -qq timescaledb >/dev/null 2>&1)
+  local src
+  src=$(find "$build" -maxdepth 1 -mindepth 1 -type d -name 'timescaledb-*' | head -n1)
+  [ -n "$src" ] || { log "apt-get source timescaledb found nothing"; exit 1; }
+  (
+    cd "$src"
+    cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DAPACHE_ONLY=ON \
+      -DPG_CONFIG="/usr/lib/postgresql/$nn/bin/pg_config" \
+      -DREGRESS_CHECKS=OFF -DTAP_CHECKS=OFF -DWARNINGS_AS_ERRORS=OFF \
+      -DSEND_TELEMETRY_DEFAULT=OFF -DUSE_TELEMETRY=OFF >/dev/null
+    cmake --build build -j"$(nproc)" >/dev/null
+    cmake --install build >/dev/null
+  )
+  log "TimescaleDB installed into PostgreSQL $nn"
+}
+
+case "$codename" in
+  trixie|forky|sid) install_postgres_debian13 ;;
+  bookworm) install_postgres_debian12 ;;
+  *) log "unsupported release '$codename' (Debian 12 bookworm or 13 trixie)"; exit 1 ;;
+esac
+
+apt_install mosquitto mosquitto-clients
+# The packaged broker starts a system service on port 1883; citysense runs its own broker from its own
+# config, so the system one is stopped and disabled where a service manager exists.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
+  systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
+pkill -x -u mosquitto mosquitto 2>/dev/null || true
+
+# Python: a virtual environment with the project installed (editable) and its test extras. Reinstalled
+# only when pyproject.toml changes.
+stamp="$venv/.citysense-installed"
+want=$(sha256sum "$repo/pyproject.toml" | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating virtual environment $venv"
+  "$python" -m venv "$venv"
+fi
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  log "pip install -e .[test]"
+  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$venv/bin/python" -m pip install -q -e "$repo[test]"
+  echo "$want" > "$stamp"
+fi
+log "ready"

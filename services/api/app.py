@@ -1,0 +1,61 @@
+"""The API application: ``create_app(settings)`` builds it; the lifespan opens and closes the pool."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg_pool import AsyncConnectionPool
+from starlette.responses import Response
+
+from services.api import problems
+from services.api.metrics import ApiMetrics, MetricsMiddleware
+from services.api.routes import devices, health, readings
+from services.core.settings import Settings
+
+log = logging.getLogger("citysense.api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        problem = settings.admin_token_problem()
+        if problem:
+            log.warning("admin routes are disabled: %s", problem)
+        # open(wait=False): the API starts and answers /healthz with 503 while the database is away,
+        # instead of crash-looping; connections are made as soon as it is back.
+        pool = AsyncConnectionPool(
+            settings.dsn, min_size=1, max_size=settings.api_pool_size, open=False, timeout=10,
+            kwargs={"application_name": "citysense-api"},
+        )
+        await pool.open(wait=False)
+        app.state.pool = pool
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="citysense",
+        version="0.1.0",
+        description="Sensor readings and quality-of-life indicators for Baltimore's neighbourhoods.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.pool = None
+    metrics = ApiMetrics(lambda: app.state.pool)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(devices.router)
+    app.include_router(readings.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,31 @@
+"""Opaque keyset cursors: the last item's sort key, base64url-encoded JSON. Keyset pagination keeps
+every page as cheap as the first, however deep a client pages."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from services.api.problems import Problem
+
+
+def encode(key: list) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode(cursor: str | None, shape: tuple[type, ...]) -> list | None:
+    """The key a cursor carries, checked against the types expected; a 400 problem when it is not one
+    of ours."""
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        key = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise Problem(400, "cursor is not valid: pass back the next_cursor of a previous page unchanged") from None
+    if not isinstance(key, list) or len(key) != len(shape) or not all(
+        isinstance(v, t) and not isinstance(v, bool) for v, t in zip(key, shape)
+    ):
+        raise Problem(400, "cursor is not valid: pass back the next_cursor of a previous page unchanged")
+    return key

@@ -1,0 +1,84 @@
+"""/v1/readings: raw readings, in time order, keyset-paginated."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from psycopg.rows import dict_row
+
+from services.api import pagination
+from services.api.deps import PoolDep, SettingsDep
+from services.api.problems import Problem
+from services.api.routes.devices import _limit
+from services.api.schemas import Page, ReadingPublic
+from services.core.catalogue import DEVICE_ID_PATTERN
+
+router = APIRouter(prefix="/v1/readings", tags=["readings"])
+
+
+def time_range(start: datetime | None, end: datetime | None, max_days: int, default: timedelta) -> tuple[datetime, datetime]:
+    """A bounded [start, end) range: no request may scan unbounded data."""
+    for name, t in (("start", start), ("end", end)):
+        if t is not None and t.tzinfo is None:
+            raise Problem(422, f"{name}: give a UTC offset (e.g. 2024-06-01T00:00:00Z)")
+    end = end or datetime.now(timezone.utc)
+    start = start or end - default
+    if start >= end:
+        raise Problem(422, "start must be before end")
+    if end - start > timedelta(days=max_days):
+        raise Problem(422, f"the range from start to end may cover at most {max_days} days")
+    return start, end
+
+
+@router.get("", response_model=Page[ReadingPublic], summary="Raw readings")
+async def list_readings(
+    pool: PoolDep,
+    settings: SettingsDep,
+    device_id: Annotated[str | None, Query(pattern=DEVICE_ID_PATTERN)] = None,
+    metric: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z0-9_]+$")] = None,
+    start: Annotated[datetime | None, Query(description="Inclusive, RFC 3339 (default: end − 1 day).")] = None,
+    end: Annotated[datetime | None, Query(description="Exclusive, RFC 3339 (default: now).")] = None,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+):
+    limit = _limit(limit, settings)
+    start, end = time_range(start, end, settings.api_max_range_days, timedelta(days=1))
+    after = pagination.decode(cursor, (str, int, int))
+    if after:
+        try:
+            after[0] = datetime.fromisoformat(after[0])
+        except ValueError:
+            raise Problem(400, "cursor is not valid: pass back the next_cursor of a previous page unchanged") from None
+    where = ["r.time >= %(start)s", "r.time < %(end)s"]
+    params: dict = {"start": start, "end": end, "limit": limit + 1}
+    async with pool.connection() as conn:
+        if device_id is not None:
+            row = await (await conn.execute("SELECT device_key FROM devices WHERE device_id = %s", (device_id,))).fetchone()
+            if row is None:
+                raise Problem(404, f"no device {device_id!r}")
+            where.append("r.device_key = %(device_key)s")
+            params["device_key"] = row[0]
+        if metric is not None:
+            row = await (await conn.execute("SELECT metric_key FROM metrics WHERE metric = %s", (metric,))).fetchone()
+            if row is None:
+                raise Problem(404, f"no metric {metric!r} in the catalogue (see /v1/metrics)")
+            where.append("r.metric_key = %(metric_key)s")
+            params["metric_key"] = row[0]
+        if after:
+            where.append("(r.time, r.device_key, r.metric_key) > (%(t)s, %(dk)s, %(mk)s)")
+            params.update(t=after[0], dk=after[1], mk=after[2])
+        sql = f"""
+            SELECT r.time, d.device_id, m.metric, r.value, m.unit, (r.flags & 1) = 1 AS time_assumed,
+                   r.device_key, r.metric_key
+            FROM readings r JOIN devices d USING (device_key) JOIN metrics m USING (metric_key)
+            WHERE {' AND '.join(where)}
+            ORDER BY r.time, r.device_key, r.metric_key
+            LIMIT %(limit)s"""
+        rows = await (await conn.cursor(row_factory=dict_row).execute(sql, params)).fetchall()
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = pagination.encode([last["time"].isoformat(), last["device_key"], last["metric_key"]])
+    return {"items": rows[:limit], "next_cursor": next_cursor}

@@ -1,0 +1,80 @@
+"""Apply the numbered SQL files in ``migrations/`` in order, once each.
+
+Applied versions are recorded in ``schema_migrations``. A session-level advisory lock serialises
+concurrent runners (two services starting together): the second waits, then finds nothing to do.
+Each file runs in its own transaction, so a failing migration leaves the schema at the previous version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+log = logging.getLogger("citysense.migrate")
+
+#: Arbitrary but fixed: the key of the advisory lock every migration runner takes.
+LOCK_KEY = 0x63697479  # "city"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+_NAME = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        m = _NAME.match(path.name)
+        if not m:
+            raise ValueError(f"migration file {path.name} is not named NNN_name.sql")
+        found.append(Migration(int(m.group(1)), m.group(2), path.read_text(encoding="utf-8")))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError("two migration files share a version number")
+    return found
+
+
+def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[int]:
+    """Apply pending migrations; returns the versions applied by this call."""
+    migrations = discover(directory)
+    applied_now: list[int] = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        try:
+            conn.execute(
+                """CREATE TABLE IF NOT EXISTS schema_migrations (
+                       version integer PRIMARY KEY,
+                       name text NOT NULL,
+                       checksum text NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            done = {v: c for v, c in conn.execute("SELECT version, checksum FROM schema_migrations")}
+            for m in migrations:
+                if m.version in done:
+                    if done[m.version] != m.checksum:
+                        log.warning("migration %03d_%s changed after it was applied", m.version, m.name)
+                    continue
+                log.info("applying migration %03d_%s", m.version, m.name)
+                with conn.transaction():
+                    conn.execute(m.sql)
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                        (m.version, m.name, m.checksum),
+                    )
+                applied_now.append(m.version)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+    return applied_now

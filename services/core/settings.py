@@ -1,0 +1,144 @@
+"""One settings object for every citysense process, read from ``CITYSENSE_*`` environment variables.
+
+Built once at start-up and passed down; a bad value is refused here, before anything connects.
+The README's settings table is generated from this class (``citysense settings``), so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Tokens that must never protect a deployed API.
+WEAK_TOKENS = {"", "changeme", "change-me", "admin", "token", "secret", "password"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CITYSENSE_", extra="ignore")
+
+    # --- connections -------------------------------------------------------------------------
+    database_url: SecretStr = Field(
+        SecretStr("postgresql://citysense@127.0.0.1:5433/citysense"),
+        description="PostgreSQL (TimescaleDB) connection URL; its password is never logged.",
+    )
+    mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="MQTT broker, `mqtt://host:port`.")
+    mqtt_username: str | None = Field(None, description="MQTT user name, if the broker requires one.")
+    mqtt_password: SecretStr | None = Field(None, description="MQTT password, if the broker requires one.")
+
+    # --- API -----------------------------------------------------------------------------------
+    api_host: str = Field("127.0.0.1", description="Address the API listens on.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
+    admin_token: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer token for admin routes (device registration). `citysense up` generates one when unset.",
+    )
+    environment: str = Field(
+        "production",
+        description="`development` allows a weak admin token (`citysense up` sets it); anything else refuses one.",
+    )
+    api_max_page_size: int = Field(1000, ge=1, le=100_000, description="Largest `limit` a list accepts.")
+    api_default_page_size: int = Field(100, ge=1, description="`limit` when a list request gives none.")
+    api_max_range_days: int = Field(
+        31, ge=1, le=3660, description="Widest time range (days) one raw-readings request may cover."
+    )
+    api_pool_size: int = Field(8, ge=1, le=200, description="Database connections in the API's pool.")
+
+    # --- ingestor ------------------------------------------------------------------------------
+    ingest_client_id: str = Field(
+        "citysense-ingest-1",
+        description="Stable MQTT client id of this ingestor instance: its persistent session outlives restarts.",
+    )
+    ingest_share_group: str | None = Field(
+        None, description="When set, subscribe through `$share/<group>/…` so several ingestors split the load."
+    )
+    ingest_session_expiry_s: int = Field(
+        7 * 24 * 3600, ge=0, description="MQTT 5 session expiry: how long the broker keeps the ingestor's queue."
+    )
+    ingest_inflight: int = Field(
+        1000, ge=1, le=65535,
+        description="MQTT 5 receive maximum: unacknowledged messages the broker may send the ingestor.",
+    )
+    ingest_batch_size: int = Field(500, ge=1, le=65535, description="Flush a batch at this many messages…")
+    ingest_batch_age_ms: int = Field(200, ge=1, le=60_000, description="…or when its oldest message is this old.")
+    ingest_max_payload_bytes: int = Field(65536, ge=64, description="Larger payloads are rejected as `too_large`.")
+    ingest_max_readings_per_message: int = Field(
+        2000, ge=1, description="A message carrying more readings is rejected as `too_many_readings`."
+    )
+    ingest_max_past_s: int = Field(
+        30 * 24 * 3600, ge=0, description="Readings older than this (seconds) are rejected as `time_too_old`."
+    )
+    ingest_max_future_s: int = Field(
+        300, ge=0, description="Readings further ahead (seconds) are rejected as `time_in_future`."
+    )
+    ingest_metrics_host: str = Field("127.0.0.1", description="Address of the ingestor's metrics endpoint.")
+    ingest_metrics_port: int = Field(9101, ge=0, le=65535, description="Prometheus metrics port of the ingestor (0: off).")
+    ingest_retry_max_s: float = Field(30.0, gt=0, description="Cap of the back-off between database retries.")
+    retention_raw_days: int = Field(
+        365, ge=1, description="Raw readings and rejected messages older than this are dropped (drop_chunks)."
+    )
+
+    # --- local stack (`citysense up`) ----------------------------------------------------------
+    home: Path = Field(Path(".citysense"), description="Where `citysense up` keeps its database, broker data and secrets.")
+    pg_port: int = Field(5433, ge=1, le=65535, description="Port of the local PostgreSQL cluster started by `up`.")
+    pg_bin: Path | None = Field(None, description="PostgreSQL server binaries (default: the newest installed).")
+    mqtt_port: int = Field(1883, ge=1, le=65535, description="Port of the local Mosquitto broker started by `up`.")
+
+    # --- simulator -----------------------------------------------------------------------------
+    sim_devices: int = Field(120, ge=1, le=100_000, description="Devices in the simulated fleet.")
+    sim_interval_s: float = Field(10.0, gt=0, description="Seconds between two readings of one simulated device.")
+    sim_seed: int = Field(1, description="Seed of the simulated fleet and its signals.")
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ValueError("must look like mqtt://host:port")
+        try:
+            parts.port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {v!r}") from exc
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: SecretStr) -> SecretStr:
+        if urlsplit(v.get_secret_value()).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL")
+        return v
+
+    @property
+    def mqtt_host(self) -> str:
+        return urlsplit(self.mqtt_url).hostname or "127.0.0.1"
+
+    @property
+    def mqtt_port_from_url(self) -> int:
+        return urlsplit(self.mqtt_url).port or 1883
+
+    @property
+    def dsn(self) -> str:
+        return self.database_url.get_secret_value()
+
+    def redacted_database_url(self) -> str:
+        """The database URL with its password replaced, for logs and banners."""
+        return redact_url(self.dsn)
+
+    def admin_token_problem(self) -> str | None:
+        """Why the admin token may not be used, or None when it may."""
+        token = self.admin_token.get_secret_value()
+        if self.environment == "development":
+            return None if token else "CITYSENSE_ADMIN_TOKEN is empty"
+        if token.lower() in WEAK_TOKENS or len(token) < 16:
+            return "CITYSENSE_ADMIN_TOKEN is empty, a default, or shorter than 16 characters"
+        return None
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

@@ -1,0 +1,225 @@
+"""``citysense up``: the whole system on this machine, in the foreground.
+
+Starts, in order: the PostgreSQL/TimescaleDB cluster (``.citysense/pg``, port 5433), the Mosquitto
+broker (127.0.0.1:1883), the migrations, then the ingestor, the API and the simulated fleet as child
+processes. Ctrl-C or SIGTERM stops them in reverse order. Data stays in ``.citysense/`` between runs.
+A child that dies is restarted after a pause, so a crash shows in the log instead of ending the demo.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from services.core.migrate import migrate
+from services.core.settings import Settings
+from services.core.stack import MosquittoBroker, PostgresCluster, StackError, require_free_port, service_dir
+
+
+def _say(msg: str) -> None:
+    print(f"[citysense] {msg}", flush=True)
+
+
+def _admin_token(settings: Settings, secrets_file: Path) -> str:
+    token = settings.admin_token.get_secret_value()
+    if token:
+        return token
+    # Kept beside the database password, so a second run prints (and accepts) the same token.
+    if secrets_file.exists():
+        for line in secrets_file.read_text().splitlines():
+            if line.startswith("ADMIN_TOKEN="):
+                return line.split("=", 1)[1].strip()
+    token = secrets.token_urlsafe(24)
+    with secrets_file.open("a") as f:
+        f.write(f"ADMIN_TOKEN={token}\n")
+    os.chmod(secrets_file, 0o600)
+    return token
+
+
+class Child:
+    def __init__(self, name: str, args: list[str], env: dict[str, str]):
+        self.name, self.args, self.env = name, args, env
+        self.proc: subprocess.Popen | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        # A session of its own: Ctrl-C reaches only the supervisor, which then stops the children in
+        # order (simulator, API, ingestor, broker, database) instead of all at once.
+        self.proc = subprocess.Popen(self.args, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _say(f"{self.name} did not stop within {timeout:.0f} s; killing it")
+                self.proc.kill()
+                self.proc.wait()
+
+
+def up(settings: Settings, simulator: bool = True) -> int:
+    home = settings.home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    secrets_file = home / "secrets.env"
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    cluster = broker = None
+    children: list[Child] = []
+    owner = False  # True once this run owns .citysense/ (no other `up` is running there)
+    try:
+        _kill_leftovers(home / "run.pids")
+        _record_pids(home / "run.pids", [])
+        owner = True
+        cluster = PostgresCluster(service_dir(home, "pg", "postgres"), settings.pg_port, secrets_file, settings.pg_bin)
+        if cluster.running():
+            _say("stopping a PostgreSQL left running by an earlier run")
+            cluster.stop()
+        require_free_port("127.0.0.1", settings.pg_port, "PostgreSQL", "CITYSENSE_PG_PORT")
+        require_free_port("127.0.0.1", settings.mqtt_port, "the MQTT broker", "CITYSENSE_MQTT_PORT")
+        require_free_port(settings.api_host, settings.api_port, "the API", "CITYSENSE_API_PORT")
+        if settings.ingest_metrics_port:
+            require_free_port(settings.ingest_metrics_host, settings.ingest_metrics_port, "the ingestor's metrics",
+                              "CITYSENSE_INGEST_METRICS_PORT")
+
+        _say(f"starting PostgreSQL {cluster.pg_bin.parts[-2]} with TimescaleDB on 127.0.0.1:{settings.pg_port}")
+        cluster.init()
+        cluster.start()
+        broker = MosquittoBroker(service_dir(home, "mosquitto", "mosquitto"), settings.mqtt_port)
+        _say(f"starting Mosquitto on 127.0.0.1:{settings.mqtt_port}")
+        broker.start()
+        applied = migrate(cluster.dsn)
+        _say(f"migrations: {'applied ' + ', '.join(map(str, applied)) if applied else 'schema up to date'}")
+
+        token = _admin_token(settings, secrets_file)
+        env = {
+            **os.environ,
+            "CITYSENSE_DATABASE_URL": cluster.dsn,
+            "CITYSENSE_MQTT_URL": f"mqtt://127.0.0.1:{settings.mqtt_port}",
+            "CITYSENSE_ADMIN_TOKEN": token,
+            "CITYSENSE_ENVIRONMENT": "development",
+            "CITYSENSE_SIM_DEVICES": str(settings.sim_devices),
+        }
+        cli = [sys.executable, "-m", "services.core.cli"]
+        children = [Child("ingestor", [*cli, "ingest"], env), Child("API", [*cli, "api"], env)]
+        if simulator:
+            children.append(Child("simulator", [*cli, "simulate"], env))
+        for child in children:
+            child.start()
+        _record_pids(home / "run.pids", [broker.process.pid, *(c.proc.pid for c in children)])
+
+        api = f"http://{settings.api_host}:{settings.api_port}"
+        _wait_for_api(api, stop)
+        metrics_line = (f"http://{settings.ingest_metrics_host}:{settings.ingest_metrics_port}/metrics"
+                        if settings.ingest_metrics_port else "off")
+        print(
+            "\n"
+            "citysense is up\n"
+            f"  API            {api}\n"
+            f"  API docs       {api}/docs\n"
+            f"  API metrics    {api}/metrics\n"
+            f"  ingest metrics {metrics_line}\n"
+            f"  MQTT broker    mqtt://127.0.0.1:{settings.mqtt_port}   (topics city/v1/devices/<id>/readings|status)\n"
+            f"  database       {cluster.dsn.replace(cluster.secret('PG_CITYSENSE_PASSWORD'), '***')}\n"
+            f"                 (password in {secrets_file})\n"
+            f"  admin token    {token}\n"
+            f"  fleet          {settings.sim_devices if simulator else 0} simulated devices\n"
+            f"  data           {home}\n"
+            "Ctrl-C stops everything.\n",
+            flush=True,
+        )
+
+        while not stop.wait(1.0):
+            for child in children:
+                code = child.proc.poll()
+                if code is not None:
+                    child.restarts += 1
+                    _say(f"{child.name} exited with status {code}; restarting it (restart {child.restarts})")
+                    time.sleep(min(2 * child.restarts, 30))
+                    child.start()
+                    _record_pids(home / "run.pids", [broker.process.pid, *(c.proc.pid for c in children)])
+        _say("stopping")
+        return 0
+    except StackError as exc:
+        _say(str(exc))
+        return 2
+    finally:
+        if owner:
+            _stop_all(children, broker, cluster, home)
+
+
+def _stop_all(children: list[Child], broker, cluster, home: Path) -> None:
+    """Stop in reverse order of start: what produces data first, the database last."""
+    for child in reversed(children):
+            child.stop()
+    if broker:
+        broker.stop()
+    if cluster and cluster.running():
+        cluster.stop()
+    (home / "run.pids").unlink(missing_ok=True)
+    if children:
+        _say("stopped")
+
+
+def _wait_for_api(api: str, stop: threading.Event, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stop.is_set():
+        try:
+            with urllib.request.urlopen(f"{api}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+
+
+def _record_pids(path: Path, pids: list[int]) -> None:
+    """The supervisor's pid first, then its children's."""
+    path.write_text("".join(f"{p}\n" for p in [os.getpid(), *pids]))
+
+
+def _is_supervisor(pid: int) -> bool:
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"up" in args and any(a.endswith(b"citysense") or a == b"services.core.cli" for a in args)
+
+
+def _alive(pid: int, needle: bytes) -> bool:
+    try:
+        return needle in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _kill_leftovers(path: Path) -> None:
+    """Stop what an earlier run left behind when it was killed without a chance to clean up
+    (SIGKILL, a closed terminal): its broker and services would otherwise hold the ports."""
+    if not path.exists():
+        return
+    pids = [int(p) for p in path.read_text().split()]
+    if pids and pids[0] != os.getpid() and _is_supervisor(pids[0]):
+        raise StackError(f"citysense up is already running here (process {pids[0]}); stop it first, or give this "
+                         "run its own CITYSENSE_HOME and ports")
+    for pid in pids[1:]:
+        if _alive(pid, b"mosquitto") or _alive(pid, b"services.core.cli"):
+            _say(f"stopping process {pid} left running by an earlier run")
+            try:
+                os.kill(pid, signal.SIGTERM)
+                for _ in range(100):
+                    os.kill(pid, 0)
+                    time.sleep(0.1)
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    path.unlink(missing_ok=True)

@@ -1,0 +1,47 @@
+"""The ingestor's Prometheus metrics. No device id is ever a label: a city has thousands of devices,
+and a label per device would multiply every series by that many."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REJECTION_REASONS = (
+    "bad_topic", "too_large", "not_utf8", "malformed_json", "bad_shape", "bad_senml", "bad_time",
+    "too_many_readings", "unknown_device", "unknown_metric", "wrong_type", "wrong_unit", "non_finite",
+    "out_of_range", "time_in_future", "time_too_old", "topic_mismatch", "bad_status", "storage_error",
+)
+
+
+class IngestMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        r = registry if registry is not None else CollectorRegistry()
+        self.registry = r
+        p = "citysense_ingest_"
+        self.messages = Counter(p + "messages_received", "MQTT messages received", ["channel"], registry=r)
+        self.stored = Counter(p + "readings_stored", "Readings committed to the database", registry=r)
+        self.duplicates = Counter(
+            p + "readings_duplicate", "Readings already stored (redelivered or sent twice): not stored again", registry=r
+        )
+        self.rejections = Counter(p + "rejections", "Rejected messages and readings, by reason", ["reason"], registry=r)
+        for reason in REJECTION_REASONS:
+            self.rejections.labels(reason)
+        self.batch_messages = Histogram(
+            p + "batch_messages", "Messages per written batch", registry=r,
+            buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+        )
+        self.write_seconds = Histogram(
+            p + "write_seconds", "Time to write and commit one batch", registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.lag_seconds = Histogram(
+            p + "lag_seconds", "From a message's receipt to the commit of its readings", registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
+        self.inflight = Gauge(p + "inflight_messages", "Messages received and not yet acknowledged", registry=r)
+        self.queued = Gauge(p + "queued_messages", "Messages waiting for the next batch", registry=r)
+        self.broker_up = Gauge(p + "broker_connected", "1 while connected to the MQTT broker", registry=r)
+        self.database_up = Gauge(p + "database_connected", "1 while the last database operation succeeded", registry=r)
+        self.last_write = Gauge(
+            p + "last_write_timestamp_seconds", "Unix time of the last successful commit", registry=r
+        )
+        self.retries = Counter(p + "write_retries", "Batch writes retried after a transient database error", registry=r)

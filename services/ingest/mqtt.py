@@ -1,0 +1,121 @@
+"""The ingestor's MQTT side: a persistent MQTT 5 session that hands messages to the pipeline and
+acknowledges them only when told to.
+
+Contracts:
+* paho's network thread calls ``_on_message``; it only timestamps and enqueues, never blocks or raises.
+* subscriptions are made in ``_on_connect``, so they are renewed on every reconnect.
+* acknowledgements (``ack``) come from the pipeline thread after the batch holding the message has
+  committed; paho queues the PUBACK for its network thread.
+* the broker may send at most ``inflight`` unacknowledged messages (MQTT 5 Receive Maximum), which
+  bounds the pipeline's queue: when the database is down the window fills and the broker holds the
+  rest in the session's queue (back-pressure).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from services.core.settings import Settings
+from services.ingest.metrics import IngestMetrics
+
+log = logging.getLogger("citysense.ingest.mqtt")
+
+READINGS_TOPIC = "city/v1/devices/+/readings"
+STATUS_TOPIC = "city/v1/devices/+/status"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One received message, as the pipeline sees it."""
+
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    received_at: float  # wall clock, epoch seconds: the time of readings that carry none
+    received_mono: float  # monotonic: batch age and lag
+    content_type: str | None
+
+
+class Subscriber:
+    def __init__(self, settings: Settings, inbox: "queue.SimpleQueue[Envelope]", metrics: IngestMetrics):
+        self._settings = settings
+        self._inbox = inbox
+        self._metrics = metrics
+        self.connected = False
+        c = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=settings.ingest_client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if settings.mqtt_username:
+            c.username_pw_set(
+                settings.mqtt_username,
+                settings.mqtt_password.get_secret_value() if settings.mqtt_password else None,
+            )
+        c.reconnect_delay_set(min_delay=1, max_delay=15)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        self._client = c
+
+    @property
+    def readings_topic(self) -> str:
+        group = self._settings.ingest_share_group
+        return f"$share/{group}/{READINGS_TOPIC}" if group else READINGS_TOPIC
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self._settings.ingest_session_expiry_s
+        props.ReceiveMaximum = self._settings.ingest_inflight
+        s = self._settings
+        self._client.connect_async(s.mqtt_host, s.mqtt_port_from_url, keepalive=30, clean_start=False, properties=props)
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        """Disconnect cleanly: the broker keeps the session (and any unacknowledged message) for the
+        session expiry interval, and redelivers on the next connect."""
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def ack(self, mid: int, qos: int) -> None:
+        if qos > 0:
+            self._client.ack(mid, qos)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("broker refused the connection: %s", reason_code)
+            return
+        self.connected = True
+        self._metrics.broker_up.set(1)
+        log.info("connected to the broker (session present: %s); subscribing to %s", flags.session_present, self.readings_topic)
+        client.subscribe([(self.readings_topic, 1), (STATUS_TOPIC, 1)])
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected = False
+        self._metrics.broker_up.set(0)
+        if reason_code.is_failure:
+            log.warning("disconnected from the broker (%s); reconnecting", reason_code)
+        else:
+            log.info("disconnected from the broker")
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        try:
+            props = getattr(msg, "properties", None)
+            ctype = getattr(props, "ContentType", None) if props is not None else None
+            try:
+                topic = msg.topic
+            except UnicodeDecodeError:  # the pipeline rejects it as bad_topic, and acknowledges it
+                topic = msg._topic.decode("utf-8", "replace")
+            self._inbox.put(Envelope(msg.mid, msg.qos, topic, msg.payload, time.time(), time.monotonic(), ctype))
+        except Exception:  # a callback must never raise into paho's network loop
+            log.exception("could not enqueue a message on %r", getattr(msg, "topic", "?"))
