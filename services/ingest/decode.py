@@ -163,9 +163,9 @@ def decode_senml(doc: object, received_at: float, max_readings: int, topic_devic
             bu = rec["bu"]
         if "bv" in rec:
             bv = _senml_number(rec["bv"], i, "bv")
-        name = bn + (rec.get("n") or "")
         if not isinstance(rec.get("n", ""), str):
             raise Rejected("bad_senml", f"record {i}: n must be a string")
+        name = bn + rec.get("n", "")
         has_value = any(k in rec for k in ("v", "vs", "vb", "vd", "s"))
         if not has_value:
             if set(rec) <= {"bn", "bt", "bu", "bv", "bver"}:

@@ -1,0 +1,116 @@
+"""Session fixtures: a real PostgreSQL cluster with TimescaleDB and a real Mosquitto broker, on free
+ports in throw-away directories, started once per test session; the API and an ingestor run against
+them as real processes."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import tempfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.core.migrate import migrate
+from services.core.stack import MosquittoBroker, PostgresCluster, free_port, wait_for_port
+from tests.helpers import Publisher, Service, service_env, wait_until
+
+
+def _service_dir(root: Path, name: str, owner: str) -> Path:
+    d = root / name
+    d.mkdir()
+    user = pwd.getpwnam(owner)
+    os.chown(d, user.pw_uid, user.pw_gid)
+    os.chmod(d, 0o700)
+    return d
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    root = Path(tempfile.mkdtemp(prefix="citysense-test-"))
+    os.chmod(root, 0o755)  # the postgres and mosquitto users must reach their directories
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def make_cluster(workdir: Path, name: str) -> PostgresCluster:
+    cluster = PostgresCluster(_service_dir(workdir, name, "postgres"), free_port(), workdir / f"{name}.secrets")
+    cluster.init()
+    cluster.start()
+    migrate(cluster.dsn)
+    return cluster
+
+
+def make_broker(workdir: Path, name: str) -> MosquittoBroker:
+    broker = MosquittoBroker(_service_dir(workdir, name, "mosquitto"), free_port())
+    broker.start()
+    return broker
+
+
+@pytest.fixture(scope="session")
+def pg(workdir):
+    cluster = make_cluster(workdir, "pg")
+    yield cluster
+    cluster.stop("immediate")
+
+
+@pytest.fixture(scope="session")
+def dsn(pg) -> str:
+    return pg.dsn
+
+
+@pytest.fixture(scope="session")
+def broker(workdir):
+    b = make_broker(workdir, "mosquitto")
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="session")
+def ingestor(workdir, dsn, broker):
+    """The session's ingestor: every test that publishes to the session broker is served by it."""
+    env = service_env(dsn, broker.port)
+    svc = Service("ingest", env, workdir / "ingest.log").start()
+    svc.metrics_port = int(env["CITYSENSE_INGEST_METRICS_PORT"])
+    wait_for_port("127.0.0.1", svc.metrics_port, 30)
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def api(workdir, dsn, broker):
+    env = service_env(dsn, broker.port)
+    svc = Service("api", env, workdir / "api.log").start()
+    base = f"http://127.0.0.1:{env['CITYSENSE_API_PORT']}"
+    wait_until(lambda: _ok(base + "/healthz"), 30, what="the API")
+    svc.base_url = base
+    svc.token = env["CITYSENSE_ADMIN_TOKEN"]
+    yield svc
+    svc.stop()
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def http(api):
+    with httpx.Client(base_url=api.base_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def admin(api):
+    return {"Authorization": f"Bearer {api.token}"}
+
+
+@pytest.fixture
+def publisher(broker):
+    p = Publisher(broker.port)
+    yield p
+    p.close()

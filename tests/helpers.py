@@ -1,0 +1,147 @@
+"""Test helpers that talk to the real services: processes, MQTT publishing, polling."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from services.core.stack import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last value: {last!r})")
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class Publisher:
+    """A real MQTT 5 client that publishes at QoS 1 and waits for the broker's PUBACKs."""
+
+    def __init__(self, port: int, client_id: str | None = None):
+        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or unique("pub"), protocol=mqtt.MQTTv5)
+        self.client.max_inflight_messages_set(500)
+        self.client.max_queued_messages_set(0)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload, qos: int = 1, content_type: str | None = None, retain: bool = False,
+                wait: bool = True):
+        if isinstance(payload, (dict, list)):
+            payload = json.dumps(payload)
+        props = None
+        if content_type:
+            props = Properties(PacketTypes.PUBLISH)
+            props.ContentType = content_type
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        if wait:
+            info.wait_for_publish(10)
+        return info
+
+    def readings(self, device_id: str, doc, **kw):
+        return self.publish(f"city/v1/devices/{device_id}/readings", doc, **kw)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Service:
+    """A citysense service (``citysense ingest`` / ``api``) in a subprocess, with its own environment."""
+
+    def __init__(self, command: str, env: dict[str, str], log_path: Path):
+        self.command, self.env, self.log_path = command, env, log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Service":
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "services.core.cli", self.command], env=self.env,
+                                     cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.alive():
+            try:
+                self.terminate()
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def service_env(dsn: str, mqtt_port: int, **extra) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
+    env.update({
+        "CITYSENSE_DATABASE_URL": dsn,
+        "CITYSENSE_MQTT_URL": f"mqtt://127.0.0.1:{mqtt_port}",
+        "CITYSENSE_INGEST_METRICS_PORT": str(free_port()),
+        "CITYSENSE_INGEST_CLIENT_ID": unique("ingest"),
+        "CITYSENSE_INGEST_BATCH_AGE_MS": "50",
+        "CITYSENSE_API_PORT": str(free_port()),
+        "CITYSENSE_ADMIN_TOKEN": "test-admin-token-0123456789",
+        "CITYSENSE_ENVIRONMENT": "test",
+    })
+    env.update({f"CITYSENSE_{k.upper()}": str(v) for k, v in extra.items()})
+    return env
+
+
+def metric_value(port: int, name: str, labels: str = "") -> float:
+    """A sample read from a service's /metrics endpoint (0 when absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    key = f"{name}{{{labels}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(key + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def register_device(dsn: str, device_id: str, kind: str = "air_quality", lat: float = 39.2904, lon: float = -76.6122):
+    from services.core.devices import INSERT_DEVICE, placed
+    from psycopg.types.json import Jsonb
+
+    with psycopg.connect(dsn) as conn:
+        conn.execute(INSERT_DEVICE, placed({"device_id": device_id, "kind": kind, "latitude": lat, "longitude": lon,
+                                            "interval_s": 60, "metadata": Jsonb({})}))
+
+
+def count(dsn: str, sql: str, params=()) -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql, params).fetchone()[0]

@@ -1,0 +1,84 @@
+"""`citysense up`, as a new user runs it: the whole system, a fleet, a clean stop, data kept."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from services.core.stack import free_port
+from tests.helpers import REPO, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def start_up(home, ports, *args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
+    env.update(CITYSENSE_HOME=str(home), CITYSENSE_PG_PORT=str(ports["pg"]), CITYSENSE_MQTT_PORT=str(ports["mqtt"]),
+               CITYSENSE_API_PORT=str(ports["api"]), CITYSENSE_INGEST_METRICS_PORT=str(ports["metrics"]),
+               CITYSENSE_SIM_INTERVAL_S="1")
+    return subprocess.Popen([sys.executable, "-m", "services.core.cli", "up", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def readings_of(base, device_id):
+    try:
+        r = httpx.get(f"{base}/v1/readings", params={"device_id": device_id, "limit": 1000}, timeout=10)
+    except httpx.HTTPError:  # not up yet
+        return 0
+    return len(r.json()["items"]) if r.status_code == 200 else 0
+
+
+def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path):
+    home = tmp_path / "home"
+    ports = {k: free_port() for k in ("pg", "mqtt", "api", "metrics")}
+    base = f"http://127.0.0.1:{ports['api']}"
+    proc = start_up(home, ports, "--devices", "100")
+    try:
+        def fleet():
+            try:
+                page = httpx.get(f"{base}/v1/devices", params={"limit": 1000}, timeout=5).json()
+            except (httpx.HTTPError, ValueError):
+                return None
+            return page["items"] if len(page["items"]) == 100 else None
+
+        devices = wait_until(fleet, timeout=120, interval=1, what="the simulated fleet in /v1/devices")
+        assert len({d["csa"] for d in devices}) > 30  # spread over the city
+        device_id = devices[0]["device_id"]
+        first = wait_until(lambda: readings_of(base, device_id), timeout=30, what="a first reading")
+        wait_until(lambda: readings_of(base, device_id) > first, timeout=30, what="more readings")
+        metrics = httpx.get(f"http://127.0.0.1:{ports['metrics']}/metrics").text
+        assert "citysense_ingest_readings_stored_total" in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, out
+    assert "admin token" in out and f"{base}/docs" in out
+    assert "***@" in out  # the database password is not printed
+    for port in ports.values():  # every process it started has gone
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
+
+    # a second run keeps the data
+    proc = start_up(home, ports, "--no-simulator")
+    try:
+        wait_until(lambda: readings_of(base, device_id) > first, timeout=60, interval=1, what="the earlier readings")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, out
+
+
+def test_port_in_use_names_the_setting(tmp_path):
+    ports = {k: free_port() for k in ("pg", "mqtt", "api", "metrics")}
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", ports["mqtt"]))
+        blocker.listen()
+        proc = start_up(tmp_path / "home", ports)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert f"port {ports['mqtt']}" in out and "CITYSENSE_MQTT_PORT" in out
+    assert "Traceback" not in out
