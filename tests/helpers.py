@@ -118,7 +118,7 @@ def service_env(dsn: str, mqtt_port: int, **extra) -> dict[str, str]:
         "CITYSENSE_ADMIN_TOKEN": "test-admin-token-0123456789",
         "CITYSENSE_ENVIRONMENT": "test",
     })
-    env.update({f"CITYSENSE_{k.upper()}": str(v) for k, v in extra.items()})
+    env.update({(k if k.startswith("CITYSENSE_") else f"CITYSENSE_{k.upper()}"): str(v) for k, v in extra.items()})
     return env
 
 

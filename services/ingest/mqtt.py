@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 from dataclasses import dataclass
 
@@ -66,7 +67,10 @@ class Subscriber:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
         self._client = c
+        self._subacks: set[int] = set()  # mids of SUBACKs received, guarded by _subacked
+        self._subacked = threading.Condition()
 
     @property
     def readings_topic(self) -> str:
@@ -81,9 +85,23 @@ class Subscriber:
         self._client.connect_async(s.mqtt_host, s.mqtt_port_from_url, keepalive=30, clean_start=False, properties=props)
         self._client.loop_start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         """Disconnect cleanly: the broker keeps the session (and any unacknowledged message) for the
-        session expiry interval, and redelivers on the next connect."""
+        session expiry interval, and redelivers on the next connect.
+
+        First waits until the broker has processed every acknowledgement sent so far. While the broker
+        is still streaming messages at us, closing the socket with unread data makes the kernel reset
+        the connection, and a reset can discard our last PUBACKs in flight: acknowledged messages would
+        then be redelivered (harmless duplicates, but avoidable). A SUBSCRIBE to a private topic is
+        answered in order, so its SUBACK proves the PUBACKs before it were handled.
+        """
+        if self.connected:
+            barrier = f"citysense/internal/{self._settings.ingest_client_id}/ack-barrier"
+            result, mid = self._client.subscribe(barrier, qos=0)
+            with self._subacked:
+                confirmed = result == mqtt.MQTT_ERR_SUCCESS and self._subacked.wait_for(lambda: mid in self._subacks, timeout)
+            if not confirmed:
+                log.warning("the broker did not confirm the last acknowledgements within %.0f s", timeout)
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -99,6 +117,11 @@ class Subscriber:
         self._metrics.broker_up.set(1)
         log.info("connected to the broker (session present: %s); subscribing to %s", flags.session_present, self.readings_topic)
         client.subscribe([(self.readings_topic, 1), (STATUS_TOPIC, 1)])
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        with self._subacked:
+            self._subacks.add(mid)
+            self._subacked.notify_all()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected = False
