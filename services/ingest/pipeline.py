@@ -73,8 +73,11 @@ class Pipeline:
         self._stopping = threading.Event()
         self._rejection_log = RateLimitedLog()
         self._next_retention = time.monotonic() + 60.0
-        self.received = 0
+        self.received = 0  # taken from the inbox
         self.acked = 0
+        # Read at scrape time, so they stay true while the pipeline is blocked retrying a write.
+        metrics.queued.set_function(inbox.qsize)
+        metrics.inflight.set_function(lambda: self.received - self.acked + inbox.qsize())
 
     def stop(self) -> None:
         """Ask the pipeline to finish: it writes and acknowledges what it has already received, then returns."""
@@ -222,12 +225,9 @@ class Pipeline:
         """Loop until :meth:`stop`; then write and acknowledge what was already received, and return."""
         while not self._stopping.is_set():
             envelopes = self._collect()
-            self._metrics.queued.set(self._inbox.qsize())
             if envelopes:
                 self._count_in(envelopes)
-                self._metrics.inflight.set(self.received - self.acked)
                 self.process(envelopes)
-                self._metrics.inflight.set(self.received - self.acked)
             self._maybe_apply_retention()
         rest = self._drain()
         if rest:

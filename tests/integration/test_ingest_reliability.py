@@ -86,7 +86,7 @@ def own_pg(workdir):
 def test_database_restart_mid_stream_loses_nothing(workdir, own_pg, own_broker):
     dsn = own_pg.dsn
     devices = fleet(dsn)
-    ing = start_ingestor(workdir, dsn, own_broker.port, CITYSENSE_INGEST_RETRY_MAX_S=1)
+    ing = start_ingestor(workdir, dsn, own_broker.port, CITYSENSE_INGEST_RETRY_MAX_S=1, CITYSENSE_INGEST_INFLIGHT=300)
     try:
         n = 3000
         th = stream(own_broker.port, devices, n, rate=1000)
@@ -95,6 +95,9 @@ def test_database_restart_mid_stream_loses_nothing(workdir, own_pg, own_broker):
         time.sleep(3)
         assert ing.alive()
         assert metric_value(ing.metrics_port, "citysense_ingest_database_connected") == 0
+        # back-pressure: the ingestor holds no more than its in-flight window; the broker keeps the rest
+        inflight = metric_value(ing.metrics_port, "citysense_ingest_inflight_messages")
+        assert 0 < inflight <= 300
         own_pg.start()
         th.join(60)
         wait_until(lambda: stored(dsn, devices) == 2 * n, timeout=60, what=f"{2 * n} readings")

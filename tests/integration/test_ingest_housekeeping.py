@@ -1,0 +1,55 @@
+"""Retention, operator-facing metrics and log rate limiting."""
+
+import logging
+import time
+
+import psycopg
+import pytest
+
+from services.ingest.pipeline import RateLimitedLog
+from services.ingest.writer import Writer
+from tests.helpers import register_device, unique
+
+
+def test_retention_drops_old_raw_chunks_and_keeps_rollups(dsn):
+    device_id = unique("ret")
+    register_device(dsn, device_id)
+    with psycopg.connect(dsn) as conn:
+        key = conn.execute("SELECT device_key FROM devices WHERE device_id = %s", (device_id,)).fetchone()[0]
+        for days in (400, 2):
+            conn.execute("INSERT INTO readings VALUES (now() - %s * interval '1 day', %s, 1, 5, 0)", (days, key))
+            conn.execute("INSERT INTO readings_hourly VALUES (date_trunc('hour', now() - %s * interval '1 day'), %s, 1, 1, 5, 5, 5, NULL)",
+                         (days, key))
+        conn.execute("INSERT INTO rejected_messages VALUES (now() - interval '400 days', 't', %s, '', 'x', 'y')", (device_id,))
+    w = Writer(dsn)
+    assert w.drop_old_chunks(365) >= 2
+    w.close()
+    with psycopg.connect(dsn) as conn:
+        raw = conn.execute("SELECT count(*) FROM readings WHERE device_key = %s", (key,)).fetchone()[0]
+        rolled = conn.execute("SELECT count(*) FROM readings_hourly WHERE device_key = %s", (key,)).fetchone()[0]
+        rejected = conn.execute("SELECT count(*) FROM rejected_messages WHERE device_id = %s", (device_id,)).fetchone()[0]
+    assert (raw, rolled, rejected) == (1, 2, 0)
+
+
+def test_ingestor_metrics_are_complete_and_carry_no_device_ids(ingestor, publisher, dsn):
+    import urllib.request
+
+    device_id = unique("mx")
+    register_device(dsn, device_id)
+    publisher.readings(device_id, {"readings": {"pm25": 3}})
+    time.sleep(0.5)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{ingestor.metrics_port}/metrics").read().decode()
+    for name in ("messages_received_total", "readings_stored_total", "readings_duplicate_total", "rejections_total",
+                 "batch_messages_bucket", "write_seconds_bucket", "lag_seconds_bucket", "inflight_messages",
+                 "queued_messages", "broker_connected", "database_connected", "last_write_timestamp_seconds"):
+        assert f"citysense_ingest_{name}" in text, name
+    assert device_id not in text
+
+
+def test_repeated_rejections_are_rate_limited_in_the_log(caplog):
+    limiter = RateLimitedLog(interval_s=60)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(1000):
+            limiter.rejection("non_finite", "city/v1/devices/x/readings", "pm25: nan")
+        limiter.rejection("wrong_type", "city/v1/devices/x/readings", "pm25: '1'")
+    assert len(caplog.records) == 2
