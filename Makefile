@@ -16,5 +16,6 @@ run: install
 test: install
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: install
+bench:
+	@CITYSENSE_EXTRAS=test,bench bash deploy/local/install.sh
 	@$(PY) -m benchmarks.run $(BENCH_ARGS)

@@ -9,7 +9,8 @@
 #   - Mosquitto broker and its C clients (the tests and benchmarks use both).
 #   - A Python virtual environment in .venv with the project and its test extras.
 #
-# Environment: CITYSENSE_VENV (default: <repo>/.venv), CITYSENSE_PYTHON (default: python3).
+# Environment: CITYSENSE_VENV (default: <repo>/.venv), CITYSENSE_PYTHON (default: python3),
+# CITYSENSE_EXTRAS (default: test; `make bench` adds bench, and wrk from Debian).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -108,6 +109,8 @@ case "$codename" in
 esac
 
 apt_install mosquitto mosquitto-clients
+extras="${CITYSENSE_EXTRAS:-test}"
+case ",$extras," in *,bench,*) apt_install wrk ;; esac
 # The packaged broker starts a system service on port 1883; citysense runs its own broker from its own
 # config, so the system one is stopped and disabled where a service manager exists.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
@@ -118,15 +121,15 @@ pkill -x -u mosquitto mosquitto 2>/dev/null || true
 # Python: a virtual environment with the project installed (editable) and its test extras. Reinstalled
 # only when pyproject.toml changes.
 stamp="$venv/.citysense-installed"
-want=$(sha256sum "$repo/pyproject.toml" | cut -d' ' -f1)
+want="$(sha256sum "$repo/pyproject.toml" | cut -d' ' -f1) $extras"
 if [ ! -x "$venv/bin/python" ]; then
   log "creating virtual environment $venv"
   "$python" -m venv "$venv"
 fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  log "pip install -e .[test]"
+  log "pip install -e .[$extras]"
   "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$venv/bin/python" -m pip install -q -e "$repo[test]"
+  "$venv/bin/python" -m pip install -q -e "$repo[$extras]"
   echo "$want" > "$stamp"
 fi
 log "ready"

@@ -33,7 +33,8 @@ READINGS_TOPIC = "city/v1/devices/+/readings"
 STATUS_TOPIC = "city/v1/devices/+/status"
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built once per reading on the hot path, and frozen dataclasses construct ~4x slower.
+@dataclass(slots=True)
 class Envelope:
     """One received message, as the pipeline sees it."""
 

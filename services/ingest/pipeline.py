@@ -73,6 +73,8 @@ class Pipeline:
         self._stopping = threading.Event()
         self._rejection_log = RateLimitedLog()
         self._next_retention = time.monotonic() + 60.0
+        self._readings_received = metrics.messages.labels("readings")
+        self._status_received = metrics.messages.labels("status")
         self.received = 0  # taken from the inbox
         self.acked = 0
         # Read at scrape time, so they stay true while the pipeline is blocked retrying a write.
@@ -218,8 +220,10 @@ class Pipeline:
 
     def _count_in(self, envelopes: list[Envelope]) -> None:
         self.received += len(envelopes)
-        for env in envelopes:
-            self._metrics.messages.labels("status" if env.topic.endswith("/status") else "readings").inc()
+        status = sum(1 for env in envelopes if env.topic.endswith("/status"))
+        if status:
+            self._status_received.inc(status)
+        self._readings_received.inc(len(envelopes) - status)
 
     def run(self) -> None:
         """Loop until :meth:`stop`; then write and acknowledge what was already received, and return."""

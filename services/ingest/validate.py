@@ -31,7 +31,8 @@ UNIT_ALIASES: dict[str, dict[str, tuple[float, float]]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built once per reading on the hot path, and frozen dataclasses construct ~4x slower.
+@dataclass(slots=True)
 class Reading:
     """A validated reading, ready for the database."""
 

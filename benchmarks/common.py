@@ -1,0 +1,138 @@
+"""Shared by the benchmarks: a throw-away stack (TimescaleDB cluster + Mosquitto on free ports), the
+devices and messages they use, and small measuring helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import pwd
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from services.core.migrate import migrate
+from services.core.stack import MosquittoBroker, PostgresCluster, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+METRICS5 = ("pm25", "pm10", "o3", "no2", "co")  # one air-quality device's message: 5 readings
+
+
+@dataclass
+class Stack:
+    root: Path
+    cluster: PostgresCluster
+    broker: MosquittoBroker
+
+    @property
+    def dsn(self) -> str:
+        return self.cluster.dsn
+
+    @property
+    def mqtt_port(self) -> int:
+        return self.broker.port
+
+
+def _owned_dir(root: Path, name: str, owner: str) -> Path:
+    d = root / name
+    d.mkdir()
+    u = pwd.getpwnam(owner)
+    os.chown(d, u.pw_uid, u.pw_gid)
+    os.chmod(d, 0o700)
+    return d
+
+
+@contextmanager
+def stack():
+    root = Path(tempfile.mkdtemp(prefix="citysense-bench-"))
+    os.chmod(root, 0o755)
+    cluster = PostgresCluster(_owned_dir(root, "pg", "postgres"), free_port(), root / "secrets.env")
+    cluster.init()
+    with open(cluster.data_dir / "postgresql.conf", "a") as f:
+        # Benchmarks keep synchronous_commit on: the ingestor's promise is "acknowledged once durable".
+        f.write("max_wal_size = 4GB\ncheckpoint_timeout = 30min\n")
+    cluster.start()
+    migrate(cluster.dsn)
+    broker = MosquittoBroker(_owned_dir(root, "mq", "mosquitto"), free_port())
+    broker.start()
+    try:
+        yield Stack(root, cluster, broker)
+    finally:
+        broker.stop()
+        cluster.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def register_devices(dsn: str, n: int, prefix: str = "bench") -> list[str]:
+    """n air-quality devices spread over the city (positions from the simulator's fleet builder)."""
+    from simulators.fleet import build_fleet
+    from simulators.run import register_fleet
+
+    fleet = [d.__class__(f"{prefix}-{i:05d}", "air_quality", d.latitude, d.longitude, 60)
+             for i, d in enumerate(build_fleet(n, seed=7))]
+    register_fleet(dsn, fleet)
+    return [d.device_id for d in fleet]
+
+
+def write_messages(path: Path, devices: list[str], n: int, t0: float) -> None:
+    """n messages, round-robin over the devices, each with 5 readings at a time unique per device:
+    one line per message, ``device_id<TAB>payload``."""
+    with path.open("w") as f:
+        for i in range(n):
+            d = devices[i % len(devices)]
+            t = t0 + (i // len(devices))
+            doc = {"time": t, "readings": {m: round(5 + (i * 7 + k) % 40 * 0.5, 1) for k, m in enumerate(METRICS5)}}
+            f.write(f"{d}\t{json.dumps(doc, separators=(',', ':'))}\n")
+
+
+def truncate(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE readings, readings_hourly, rejected_messages")
+
+
+def count_readings(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+
+
+def python_module(module: str, *args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, **kw)
+
+
+def machine() -> dict:
+    mem = next((int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    os_name = next((line.split("=", 1)[1].strip().strip('"') for line in open("/etc/os-release")
+                    if line.startswith("PRETTY_NAME")), "?")
+    pg = subprocess.run(["/usr/lib/postgresql/" + find_pg_version() + "/bin/postgres", "--version"],
+                        capture_output=True, text=True).stdout.strip()
+    mq = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.splitlines()[0]
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 1024 / 1024, 1), "os": os_name,
+            "python": platform.python_version(), "postgres": pg, "mosquitto": mq,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def find_pg_version() -> str:
+    from services.core.stack import find_pg_bin
+
+    return find_pg_bin().parts[-2]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]

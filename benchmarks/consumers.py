@@ -1,0 +1,75 @@
+"""The two consumers citysense is compared with, each in its own process:
+
+* ``paho``: a bare paho-mqtt subscriber at QoS 1 that only counts messages (the client library's limit);
+* ``naive``: the bridge found in many projects: one INSERT per reading and one commit per message.
+
+Each prints ``ready`` once subscribed, then one JSON line when it has handled ``--count`` messages:
+the wall-clock time of the last one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["paho", "naive"])
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--dsn")
+    a = p.parse_args()
+    done = threading.Event()
+    state = {"n": 0, "last": 0.0}
+    conn = devices = metrics = None
+    if a.mode == "naive":
+        conn = psycopg.connect(a.dsn)
+        devices = dict(conn.execute("SELECT device_id, device_key FROM devices").fetchall())
+        metrics = dict(conn.execute("SELECT metric, metric_key FROM metrics").fetchall())
+        conn.commit()
+
+    def on_message(client, userdata, msg):
+        if a.mode == "naive":
+            device = msg.topic.split("/")[3]
+            doc = json.loads(msg.payload)
+            for metric, value in doc["readings"].items():
+                conn.execute(
+                    "INSERT INTO readings (time, device_key, metric_key, value) VALUES (to_timestamp(%s), %s, %s, %s)"
+                    " ON CONFLICT DO NOTHING", (doc["time"], devices[device], metrics[metric], value))
+            conn.commit()
+        state["n"] += 1
+        if state["n"] >= a.count:
+            state["last"] = time.time()
+            done.set()
+
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"bench-{a.mode}-{time.time_ns()}",
+                    protocol=mqtt.MQTTv5)
+    c.on_message = on_message
+    subscribed = threading.Event()
+    c.on_subscribe = lambda *args: subscribed.set()
+    c.on_connect = lambda client, *args: client.subscribe("city/v1/devices/+/readings", qos=1)
+    props = Properties(PacketTypes.CONNECT)
+    props.ReceiveMaximum = 1000
+    c.connect("127.0.0.1", a.port, properties=props)
+    c.loop_start()
+    subscribed.wait(30)
+    print("ready", flush=True)
+    done.wait(3600)
+    print(json.dumps({"count": state["n"], "last": state["last"]}), flush=True)
+    c.disconnect()
+    c.loop_stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

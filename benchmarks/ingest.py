@@ -1,0 +1,314 @@
+"""Ingest benchmark: MQTT → TimescaleDB end to end, side by side with the limits around it.
+
+In one run, on one broker and one database (all on this machine, sharing its cores):
+  broker     Mosquitto's own C clients, ``mosquitto_pub -l`` → ``mosquitto_sub``, QoS 1
+  paho       a bare paho-mqtt subscriber at QoS 1 that only counts
+  copy       the same readings COPYed straight into the hypertable (rows/s)
+  naive      a paho subscriber doing one INSERT per reading and one commit per message
+  citysense  the ingestor, one process, then two on a shared subscription
+then the ingestor's lag from publish to commit at half its measured rate, its peak memory, and a
+py-spy profile of where its time goes. Every run counts what arrived; none trusts a sent counter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg
+
+from benchmarks.common import (METRICS5, RESULTS, Stack, count_readings, median, percentile, python_module,
+                               register_devices, truncate, write_messages)
+from services.core.stack import free_port, wait_for_port
+
+
+def _metric(port: int, name: str) -> float:
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _loadgen(stack: Stack, path: Path, rate: float = 0, stamp: bool = False) -> subprocess.Popen:
+    args = ["--port", str(stack.mqtt_port), "--file", str(path)]
+    if rate:
+        args += ["--rate", str(rate)]
+    if stamp:
+        args.append("--stamp")
+    return python_module("benchmarks.loadgen", *args, stdout=subprocess.PIPE, text=True)
+
+
+def _loadgen_result(proc: subprocess.Popen) -> dict:
+    out, _ = proc.communicate(timeout=900)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_broker_c(stack: Stack, path: Path, n: int) -> dict:
+    """mosquitto_pub -l → mosquitto_sub at QoS 1. mosquitto_pub's input stays open until the subscriber
+    has every message: Debian 12's 2.0.11 exits at end of input without sending queued QoS 1 messages."""
+    topic = "bench/c-clients"
+    sub = subprocess.Popen(["mosquitto_sub", "-p", str(stack.mqtt_port), "-t", topic, "-q", "1", "-C", str(n),
+                            "-i", f"bench-sub-{time.time_ns()}"], stdout=subprocess.PIPE)
+    time.sleep(0.5)  # let it subscribe
+    pub = subprocess.Popen(["mosquitto_pub", "-p", str(stack.mqtt_port), "-t", topic, "-q", "1", "-l", "-M", "1000"],
+                           stdin=subprocess.PIPE)
+    start = time.time()
+    with path.open("rb") as f:
+        for line in f:
+            pub.stdin.write(line.split(b"\t", 1)[1])
+    pub.stdin.flush()
+    arrived = 0
+    try:
+        for _ in sub.stdout:
+            arrived += 1
+        sub.wait(600)
+    finally:
+        end = time.time()
+        pub.stdin.close()
+        pub.wait(30)
+    return {"messages": arrived, "seconds": end - start, "msg_per_s": arrived / (end - start)}
+
+
+def run_consumer(stack: Stack, path: Path, n: int, mode: str) -> dict:
+    con = python_module("benchmarks.consumers", mode, "--port", str(stack.mqtt_port), "--count", str(n),
+                        "--dsn", stack.dsn, stdout=subprocess.PIPE, text=True)
+    assert con.stdout.readline().strip() == "ready"
+    gen = _loadgen(stack, path)
+    sent = _loadgen_result(gen)
+    out = json.loads(con.stdout.readline())
+    con.wait(60)
+    seconds = out["last"] - sent["start"]
+    res = {"messages": out["count"], "seconds": seconds, "msg_per_s": out["count"] / seconds,
+           "loadgen_msg_per_s": sent["sent"] / sent["seconds"]}
+    if mode == "naive":
+        stored = count_readings(stack.dsn)
+        assert stored == 5 * n, f"naive bridge stored {stored} of {5 * n}"
+        res["readings_stored"] = stored
+    return res
+
+
+def run_copy(stack: Stack, n: int) -> dict:
+    """The database's own limit: the benchmark's readings COPYed straight into the hypertable."""
+    with psycopg.connect(stack.dsn) as conn:
+        keys = [r[0] for r in conn.execute("SELECT device_key FROM devices ORDER BY device_key")]
+        mkeys = [r[0] for r in conn.execute("SELECT metric_key FROM metrics WHERE metric = ANY(%s)", (list(METRICS5),))]
+        t0 = time.time() - 86400 * 2
+        start = time.perf_counter()
+        with conn.cursor().copy("COPY readings (time, device_key, metric_key, value) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.set_types(["timestamptz", "int4", "int2", "float8"])
+            for i in range(n):
+                t = datetime.fromtimestamp(t0 + i // len(keys), tz=timezone.utc)
+                k = keys[i % len(keys)]
+                for m in mkeys:
+                    cp.write_row((t, k, m, 12.5))
+        conn.commit()
+        seconds = time.perf_counter() - start
+    rows = count_readings(stack.dsn)
+    assert rows == 5 * n
+    return {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds, "msg_equiv_per_s": rows / 5 / seconds}
+
+
+def _start_ingestor(stack: Stack, client_id: str, group: str | None = None) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
+    env.update(CITYSENSE_DATABASE_URL=stack.dsn, CITYSENSE_MQTT_URL=f"mqtt://127.0.0.1:{stack.mqtt_port}",
+               CITYSENSE_INGEST_METRICS_PORT=str(port), CITYSENSE_INGEST_CLIENT_ID=client_id)
+    if group:
+        env["CITYSENSE_INGEST_SHARE_GROUP"] = group
+    log = open(stack.root / f"{client_id}.log", "ab")
+    proc = python_module("services.core.cli", "ingest", env=env, stdout=log, stderr=subprocess.STDOUT)
+    wait_for_port("127.0.0.1", port, 30)
+    deadline = time.monotonic() + 30
+    while _metric(port, "citysense_ingest_broker_connected") != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc, port
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_citysense(stack: Stack, path: Path, n: int, processes: int = 1, profile_to: Path | None = None) -> dict:
+    group = f"bench{time.time_ns()}" if processes > 1 else None
+    ingestors = [_start_ingestor(stack, f"bench-ingest-{i}-{time.time_ns()}", group) for i in range(processes)]
+    spy = None
+    if profile_to is not None and shutil.which("py-spy", path=os.path.dirname(sys.executable) + ":" + os.environ["PATH"]):
+        exe = shutil.which("py-spy", path=os.path.dirname(sys.executable) + ":" + os.environ["PATH"])
+        spy = subprocess.Popen([exe, "record", "--pid", str(ingestors[0][0].pid), "--format", "raw", "--threads",
+                                "--rate", "200", "--nonblocking", "-o", str(profile_to)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)
+    gen = _loadgen(stack, path)
+    target = 5 * n
+    deadline = time.monotonic() + 900
+    while sum(_metric(p, "citysense_ingest_readings_stored_total") for _, p in ingestors) < target:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the ingestor did not store every reading within 15 minutes")
+        # Slow polling: each scrape costs the ingestor CPU; the end time comes from its own
+        # last-write timestamp, so polling granularity does not blur the figure.
+        time.sleep(0.25)
+    sent = _loadgen_result(gen)
+    end = max(_metric(p, "citysense_ingest_last_write_timestamp_seconds") for _, p in ingestors)
+    if spy:
+        spy.send_signal(2)
+        spy.wait(60)
+    rss = max(peak_rss_mb(proc.pid) for proc, _ in ingestors)
+    per_process = [_metric(p, "citysense_ingest_readings_stored_total") / 5 for _, p in ingestors]
+    for proc, _ in ingestors:
+        _stop(proc)
+    stored = count_readings(stack.dsn)
+    assert stored == target, f"stored {stored} of {target}"
+    seconds = end - sent["start"]
+    return {"messages": n, "readings": stored, "seconds": seconds, "msg_per_s": n / seconds,
+            "readings_per_s": stored / seconds, "peak_rss_mb": rss, "per_process_messages": per_process,
+            "loadgen_msg_per_s": sent["sent"] / sent["seconds"]}
+
+
+def run_lag(stack: Stack, devices: list[str], rate: float, seconds: float, tmp: Path) -> dict:
+    """Publish at a steady ``rate`` with each payload stamped with its publish time; the lag is the
+    time its rows were inserted (clock_timestamp(), inside the committing transaction) minus that."""
+    n = int(rate * seconds)
+    path = tmp / "lag.txt"
+    write_messages(path, devices, n, 0)
+    with psycopg.connect(stack.dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE readings ADD COLUMN bench_at timestamptz DEFAULT clock_timestamp()")
+    try:
+        proc, port = _start_ingestor(stack, f"bench-lag-{time.time_ns()}")
+        gen = _loadgen(stack, path, rate=rate, stamp=True)
+        sent = _loadgen_result(gen)
+        deadline = time.monotonic() + 120
+        while _metric(port, "citysense_ingest_readings_stored_total") < 5 * n and time.monotonic() < deadline:
+            time.sleep(0.25)
+        rss = peak_rss_mb(proc.pid)
+        _stop(proc)
+        with psycopg.connect(stack.dsn) as conn:
+            lags = [r[0] for r in conn.execute(
+                "SELECT extract(epoch FROM bench_at - time)::float8 FROM readings WHERE metric_key = 1")]
+    finally:
+        with psycopg.connect(stack.dsn, autocommit=True) as conn:
+            conn.execute("ALTER TABLE readings DROP COLUMN bench_at")
+    assert len(lags) == n, f"lag run stored {len(lags)} of {n} messages"
+    return {"rate_msg_per_s": rate, "achieved_msg_per_s": sent["sent"] / sent["seconds"], "messages": n,
+            "p50_ms": percentile(lags, 50) * 1000, "p99_ms": percentile(lags, 99) * 1000,
+            "max_ms": max(lags) * 1000, "peak_rss_mb": rss}
+
+
+def summarise_profile(path: Path, top: int = 12) -> dict:
+    """py-spy's raw (folded) samples → share of samples by thread and the functions that hold them."""
+    if not path.exists():
+        return {}
+    threads, leaves, areas = Counter(), Counter(), Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        c = int(count)
+        frames = stack.split(";")
+        total += c
+        threads[frames[0].split(" ")[0] if frames else "?"] += c
+        leaves[frames[-1]] += c
+        joined = stack
+        if "paho/mqtt" in joined and "pipeline" not in joined:
+            area = "paho network thread (read, parse, dispatch)"
+        elif "copy" in joined.lower() and "writer.py" in joined:
+            area = "COPY of the batch"
+        elif "writer.py" in joined:
+            area = "SQL (insert + rollups, commit)"
+        elif "decode.py" in joined:
+            area = "decoding JSON/SenML"
+        elif "validate.py" in joined:
+            area = "validation"
+        elif "pipeline.py" in joined:
+            area = "pipeline (batching, acks, metrics)"
+        else:
+            area = "other"
+        areas[area] += c
+    return {
+        "samples": total,
+        "by_area": {k: round(100 * v / total, 1) for k, v in areas.most_common()},
+        "by_thread": {k: round(100 * v / total, 1) for k, v in threads.most_common()},
+        "top_functions": [(k, round(100 * v / total, 1)) for k, v in leaves.most_common(top)],
+    }
+
+
+def run(n: int = 50_000, devices: int = 1000, repeats: int = 3, naive_n: int = 10_000, lag_s: float = 20,
+        profile: bool = True, log=print) -> dict:
+    from benchmarks.common import stack as make_stack
+
+    results: dict = {"n_messages": n, "readings_per_message": 5, "devices": devices, "repeats": repeats}
+    with make_stack() as st:
+        ids = register_devices(st.dsn, devices)
+        path = st.root / "messages.txt"
+        write_messages(path, ids, n, time.time() - 10 * 86400)
+        naive_path = st.root / "naive.txt"
+        write_messages(naive_path, ids, naive_n, time.time() - 10 * 86400)
+        runs: dict[str, list[dict]] = {k: [] for k in ("broker_c", "paho", "citysense_1", "citysense_2")}
+        for r in range(repeats):
+            log(f"  round {r + 1}/{repeats}: C clients")
+            runs["broker_c"].append(run_broker_c(st, path, n))
+            log(f"  round {r + 1}/{repeats}: bare paho")
+            runs["paho"].append(run_consumer(st, path, n, "paho"))
+            truncate(st.dsn)
+            log(f"  round {r + 1}/{repeats}: citysense, 1 process")
+            runs["citysense_1"].append(run_citysense(st, path, n, 1))
+            truncate(st.dsn)
+            log(f"  round {r + 1}/{repeats}: citysense, 2 processes")
+            runs["citysense_2"].append(run_citysense(st, path, n, 2))
+            truncate(st.dsn)
+        for k, v in runs.items():
+            results[k] = {"runs": v, "msg_per_s": median([x["msg_per_s"] for x in v])}
+        log("  database COPY")
+        results["copy"] = run_copy(st, n)
+        truncate(st.dsn)
+        log("  naive bridge")
+        results["naive"] = run_consumer(st, naive_path, naive_n, "naive")
+        truncate(st.dsn)
+        if profile:
+            log("  profile (py-spy)")
+            prof = st.root / "profile.txt"
+            prof_run = run_citysense(st, path, n, 1, profile_to=prof)
+            results["profile"] = {"run_msg_per_s": prof_run["msg_per_s"], **summarise_profile(prof)}
+            truncate(st.dsn)
+        rate = results["citysense_1"]["msg_per_s"] / 2
+        log(f"  lag at half rate ({rate:.0f} msg/s for {lag_s:.0f} s)")
+        results["lag"] = run_lag(st, ids, rate, lag_s, st.root)
+    c1 = results["citysense_1"]["msg_per_s"]
+    results["peak_rss_mb"] = max([x["peak_rss_mb"] for x in results["citysense_1"]["runs"]] + [results["lag"]["peak_rss_mb"]])
+    results["ratios"] = {
+        "citysense_vs_paho": c1 / results["paho"]["msg_per_s"],
+        "citysense_vs_c_clients": c1 / results["broker_c"]["msg_per_s"],
+        "citysense_vs_naive": c1 / results["naive"]["msg_per_s"],
+        "two_vs_one_process": results["citysense_2"]["msg_per_s"] / c1,
+    }
+    return results
+
+
+if __name__ == "__main__":
+    import pprint
+
+    small = "--small" in sys.argv
+    pprint.pprint(run(n=2000 if small else 50_000, devices=100, repeats=1, naive_n=500, lag_s=3, profile=not small))

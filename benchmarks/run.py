@@ -1,0 +1,149 @@
+"""``make bench``: run every benchmark, write ``benchmarks/results/latest.json`` and ``latest.md``, and
+put the table into the README between its benchmark markers.
+
+Options: ``--quick`` (smaller sizes, for trying things out), ``--only ingest|api``,
+``--readings N`` (API history size; ``--large`` for 100 million).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from benchmarks.common import REPO, RESULTS, machine
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def fmt(x: float, digits: int = 0) -> str:
+    return f"{x:,.{digits}f}"
+
+
+def ingest_table(r: dict) -> list[str]:
+    c1 = r["citysense_1"]["msg_per_s"]
+    rows = [
+        f"Ingest: {fmt(r['n_messages'])} messages of {r['readings_per_message']} readings from {fmt(r['devices'])} devices, "
+        f"QoS 1, median of {r['repeats']} rounds; broker, database, load generator and consumer share the machine.",
+        "",
+        "| path | messages/s | readings/s | vs citysense (1 process) |",
+        "|---|---:|---:|---:|",
+        f"| Mosquitto C clients (`mosquitto_pub -l` → `mosquitto_sub`) | {fmt(r['broker_c']['msg_per_s'])} | – | {r['broker_c']['msg_per_s'] / c1:.2f}× |",
+        f"| bare paho-mqtt subscriber (counts only) | {fmt(r['paho']['msg_per_s'])} | – | {r['paho']['msg_per_s'] / c1:.2f}× |",
+        f"| PostgreSQL COPY straight into the hypertable | {fmt(r['copy']['msg_equiv_per_s'])} | {fmt(r['copy']['rows_per_s'])} | {r['copy']['msg_equiv_per_s'] / c1:.2f}× |",
+        f"| naive bridge (INSERT per reading, commit per message; {fmt(r['naive']['messages'])} messages) | {fmt(r['naive']['msg_per_s'])} | {fmt(5 * r['naive']['msg_per_s'])} | {r['naive']['msg_per_s'] / c1:.2f}× |",
+        f"| **citysense ingestor, 1 process** | **{fmt(c1)}** | **{fmt(5 * c1)}** | 1.00× |",
+        f"| citysense ingestor, 2 processes (shared subscription) | {fmt(r['citysense_2']['msg_per_s'])} | {fmt(5 * r['citysense_2']['msg_per_s'])} | {r['citysense_2']['msg_per_s'] / c1:.2f}× |",
+        "",
+        f"- citysense ÷ bare paho: **{r['ratios']['citysense_vs_paho']:.0%}** (target ≥ 70 %); "
+        f"÷ C clients: {r['ratios']['citysense_vs_c_clients']:.0%}; ÷ naive: **{r['ratios']['citysense_vs_naive']:.1f}×** (target ≥ 6×); "
+        f"2 processes ÷ 1: {r['ratios']['two_vs_one_process']:.2f}× (target > 1).",
+        f"- Lag from publish to commit at {fmt(r['lag']['rate_msg_per_s'])} msg/s (half the measured rate), "
+        f"{fmt(r['lag']['messages'])} messages: p50 {fmt(r['lag']['p50_ms'])} ms, **p99 {fmt(r['lag']['p99_ms'])} ms** "
+        f"(target ≤ 1,000 ms), max {fmt(r['lag']['max_ms'])} ms.",
+        f"- Ingestor peak RSS: **{r['peak_rss_mb']:.0f} MB** (target ≤ 200 MB).",
+        f"- The load generator (a Python paho publisher in its own process) reached "
+        f"{fmt(r['paho']['runs'][0]['loadgen_msg_per_s'])} msg/s in the bare-paho round.",
+    ]
+    prof = r.get("profile")
+    if prof and prof.get("by_area"):
+        areas = ", ".join(f"{k} {v}%" for k, v in prof["by_area"].items())
+        rows.append(f"- Where the ingestor's CPU goes (py-spy, {fmt(prof['samples'])} samples at "
+                    f"{fmt(prof['run_msg_per_s'])} msg/s): {areas}.")
+    return rows
+
+
+def api_table(r: dict) -> list[str]:
+    rows = [
+        f"API: {fmt(r['readings'])} readings from {fmt(r['devices'])} devices over {r['days']} days (with rollups), "
+        f"{r['tool']} with {r['connections']} connections for {r['seconds']} s each.",
+        "",
+        "| request | p50 ms | p99 ms | requests/s | same question of the raw hypertable (p50 ms) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for e in r["endpoints"]:
+        raw = f"{e['raw_p50_ms']:,.0f}" if e.get("raw_p50_ms") is not None else "–"
+        rows.append(f"| {e['name']} | {e['p50_ms']:.1f} | {e['p99_ms']:.1f} | {e['rps']:,.0f} | {raw} |")
+    if "export" in r:
+        x = r["export"]
+        rows += ["", f"- CSV export of {fmt(x['readings'])} readings: {x['seconds']:.0f} s "
+                     f"({fmt(x['readings'] / x['seconds'])} rows/s), {x['mb']:,.0f} MB, API peak RSS **{x['api_peak_rss_mb']:.0f} MB** "
+                     "(target ≤ 250 MB)."]
+    return rows
+
+
+def render(results: dict) -> str:
+    m = results["machine"]
+    lines = [f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}; "
+             f"{m['postgres']}, {m['mosquitto']}, Python {m['python']}. Command: `{results['command']}` "
+             f"({results['wall_s'] / 60:.1f} min).", ""]
+    if "ingest" in results:
+        lines += ingest_table(results["ingest"]) + [""]
+    if "api" in results:
+        lines += api_table(results["api"]) + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def update_readme(table: str) -> None:
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        _, tail = rest.split(END, 1)
+        readme.write_text(f"{head}{START}\n{table}{END}{tail}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="make bench")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes; results go to a temporary file only")
+    p.add_argument("--only", choices=["ingest", "api"])
+    p.add_argument("--readings", type=int, default=20_000_000)
+    p.add_argument("--large", action="store_true", help="100 million readings for the API benchmark")
+    p.add_argument("--out", default=None)
+    a = p.parse_args(argv)
+    t0 = time.time()
+    results: dict = {"machine": machine(), "command": "make bench" + (" BENCH_ARGS=" + " ".join(argv) if argv else "")}
+    say = lambda msg: print(msg, flush=True)  # noqa: E731
+    if a.only in (None, "ingest"):
+        from benchmarks import ingest
+
+        say("ingest benchmark")
+        if a.smoke:
+            results["ingest"] = ingest.run(n=300, devices=20, repeats=1, naive_n=100, lag_s=2, profile=False, log=say)
+        elif a.quick:
+            results["ingest"] = ingest.run(n=20_000, devices=500, repeats=1, naive_n=3_000, lag_s=10, log=say)
+        else:
+            results["ingest"] = ingest.run(log=say)
+    if a.only in (None, "api"):
+        try:
+            from benchmarks import api
+        except ImportError:
+            api = None
+        if api is not None:
+            say("API benchmark")
+            readings = 100_000_000 if a.large else a.readings
+            if a.smoke:
+                results["api"] = api.run(readings=20_000, devices=20, days=30, seconds=1, export_readings=10_000, log=say)
+            elif a.quick:
+                results["api"] = api.run(readings=2_000_000, devices=200, days=120, seconds=5,
+                                         export_readings=1_000_000, log=say)
+            else:
+                results["api"] = api.run(readings=readings, log=say)
+    results["wall_s"] = time.time() - t0
+    table = render(results)
+    out = a.out or (None if a.smoke else str(RESULTS / "latest"))
+    if out:
+        with open(out + ".json", "w") as f:
+            json.dump(results, f, indent=1, default=str)
+        with open(out + ".md", "w") as f:
+            f.write(table)
+    if not a.smoke and not a.quick and not a.only:
+        update_readme(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
