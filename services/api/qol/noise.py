@@ -1,0 +1,55 @@
+"""Noise levels: decibels average as energy (WHO 2018; EU Directive 2002/49/EC Annex I; US EPA 1974).
+Pure functions over levels in dB(A)."""
+
+from __future__ import annotations
+
+import math
+
+#: Guideline levels (dB), for the exceedance counts.
+WHO_LDEN = 53.0  # WHO 2018, road traffic, Lden
+WHO_LNIGHT = 45.0  # WHO 2018, road traffic, Lnight
+EPA_LDN = 55.0  # EPA 1974, outdoors in residential areas (Ldn)
+EPA_LEQ24 = 70.0  # EPA 1974, 24-hour Leq to protect hearing
+
+
+def energy(level_db: float) -> float:
+    return 10 ** (level_db / 10)
+
+
+def level(mean_energy: float) -> float:
+    return 10 * math.log10(mean_energy)
+
+
+def leq(levels: list[float], durations: list[float] | None = None) -> float | None:
+    """Equivalent continuous level of levels held for the given durations (equal if omitted)."""
+    if not levels:
+        return None
+    durations = durations or [1.0] * len(levels)
+    return level(sum(t * energy(x) for x, t in zip(levels, durations)) / sum(durations))
+
+
+def period(hour: int) -> str:
+    """day 07–19, evening 19–23, night 23–07 (local time)."""
+    if 7 <= hour < 19:
+        return "day"
+    if 19 <= hour < 23:
+        return "evening"
+    return "night"
+
+
+def lden(l_day: float, l_evening: float, l_night: float) -> float:
+    return level((12 * energy(l_day) + 4 * energy(l_evening + 5) + 8 * energy(l_night + 10)) / 24)
+
+
+def ldn(l_day: float, l_night: float) -> float:
+    """US day-night level: night 22–07 with a 10 dB penalty."""
+    return level((15 * energy(l_day) + 9 * energy(l_night + 10)) / 24)
+
+
+def exceeds_who(hour: int, leq_db: float) -> bool:
+    """An hour above the WHO level for its time of day: Lnight's 45 dB at night, Lden's 53 dB otherwise."""
+    return leq_db > (WHO_LNIGHT if period(hour) == "night" else WHO_LDEN)
+
+
+def exceeds_epa(leq_db: float) -> bool:
+    return leq_db > EPA_LDN
