@@ -114,3 +114,21 @@ def publisher(broker):
     p = Publisher(broker.port)
     yield p
     p.close()
+
+
+@pytest.fixture(scope="module")
+def http_module(api):
+    with httpx.Client(base_url=api.base_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def admin_module(api):
+    return {"Authorization": f"Bearer {api.token}"}
+
+
+@pytest.fixture(scope="module")
+def publisher_module(broker):
+    p = Publisher(broker.port)
+    yield p
+    p.close()

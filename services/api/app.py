@@ -12,7 +12,8 @@ from starlette.responses import Response
 
 from services.api import problems
 from services.api.metrics import ApiMetrics, MetricsMiddleware
-from services.api.routes import devices, health, readings
+from services.api.cache import AnswerCache
+from services.api.routes import aggregates, catalogue, devices, health, qol, readings
 from services.core.settings import Settings
 
 log = logging.getLogger("citysense.api")
@@ -47,12 +48,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.pool = None
+    app.state.cache = AnswerCache(settings.api_cache_s)
     metrics = ApiMetrics(lambda: app.state.pool)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     problems.install(app)
     app.include_router(health.router)
     app.include_router(devices.router)
     app.include_router(readings.router)
+    app.include_router(catalogue.router)
+    app.include_router(aggregates.router)
+    app.include_router(qol.router)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics():

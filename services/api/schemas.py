@@ -65,3 +65,131 @@ class ReadingPublic(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     database: Literal["ok", "unavailable"]
+
+
+class DevicePatch(BaseModel):
+    """Fields an operator may change; a new position is placed in its neighbourhood and CSA again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: DeviceKind | None = None
+    latitude: float | None = Field(None, ge=-90, le=90, allow_inf_nan=False)
+    longitude: float | None = Field(None, ge=-180, le=180, allow_inf_nan=False)
+    interval_s: int | None = Field(None, ge=1, le=7 * 86400)
+    metadata: dict[str, Any] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _small(cls, v):
+        import json
+
+        if v is not None and len(json.dumps(v)) > 4096:
+            raise ValueError("metadata is larger than 4 KiB")
+        return v
+
+
+class MetricPublic(BaseModel):
+    metric: str
+    unit: str
+    description: str
+    min_value: float = Field(description="Lowest plausible value; readings below it are rejected.")
+    max_value: float = Field(description="Highest plausible value; readings above it are rejected.")
+    aggregation: Literal["mean", "energy", "sum"] = Field(
+        description="How readings combine over time: arithmetic mean, energy mean (decibels), or sum.")
+
+
+class Point(BaseModel):
+    longitude: float
+    latitude: float
+
+
+class AreaPublic(BaseModel):
+    name: str
+    level: Literal["csa", "neighbourhood"]
+    csa: str
+    neighbourhoods: list[str] | None = Field(None, description="For a CSA: its neighbourhoods.")
+    reference_point: Point = Field(description="A point inside the area, for labels and markers.")
+    devices: int
+    devices_by_kind: dict[str, int]
+    geometry: dict[str, Any] | None = Field(None, description="The boundary as a GeoJSON geometry (geometry=true).")
+
+
+class AggregatePublic(BaseModel):
+    bucket: datetime = Field(description="Start of the time bucket.")
+    group: str = Field(description="`city`, or the CSA, neighbourhood or device the row is about.")
+    count: int
+    mean: float | None = Field(description="Arithmetic mean; for decibels the energy mean.")
+    min: float | None
+    max: float | None
+    sum: float | None = Field(description="Total, for metrics that add up (traffic counts, rainfall); else null.")
+
+
+class AggregatePage(Page[AggregatePublic]):
+    metric: str
+    unit: str
+    bucket: str
+    start: datetime = Field(description="Start of the first bucket (the requested start, rounded down to the bucket grid).")
+    end: datetime = Field(description="End of the last bucket (the requested end, rounded up to the bucket grid).")
+    source: Literal["hourly_rollups", "raw"]
+
+
+class ScopePublic(BaseModel):
+    level: Literal["city", "csa", "neighbourhood", "device"]
+    name: str | None
+
+
+class PollutantPublic(BaseModel):
+    concentration: float | None = Field(description="Truncated as EPA truncates it, in `unit`.")
+    unit: str
+    aqi: int | None
+    averaging: str
+    device_id: str | None = Field(None, description="The device whose value the area reports (its highest).")
+
+
+class AQIPublic(BaseModel):
+    scope: ScopePublic
+    at: datetime
+    aqi: int | None = Field(description="US EPA AQI (0–500), or null when there is not enough data.")
+    category: str | None
+    colour: str | None
+    main_pollutant: str | None
+    pollutants: dict[str, PollutantPublic]
+    devices: list[str] = Field(description="Devices whose data entered the answer.")
+    note: str | None = None
+
+
+class HeatIndexPublic(BaseModel):
+    scope: ScopePublic
+    at: datetime
+    heat_index_f: float | None
+    heat_index_c: float | None
+    category: str | None = Field(description="NWS: Caution, Extreme Caution, Danger, Extreme Danger; null below 80 °F.")
+    temperature_c: float | None
+    humidity: float | None
+    device_id: str | None = Field(description="The device with the highest heat index, which the area reports.")
+    devices: list[str]
+    note: str | None = None
+
+
+class NoiseHour(BaseModel):
+    hour: datetime
+    leq: float
+    exceeds_who: bool
+    exceeds_epa: bool
+
+
+class NoisePublic(BaseModel):
+    scope: ScopePublic
+    date: str = Field(description="The local calendar day (America/New_York unless configured).")
+    hourly: list[NoiseHour]
+    leq_24h: float | None
+    lday: float | None
+    levening: float | None
+    lnight: float | None
+    lden: float | None
+    hours_with_data: int
+    hours_exceeding_who: int
+    hours_exceeding_epa: int
+    guidelines: dict[str, float]
+    devices: list[str]
+    note: str | None = None

@@ -44,6 +44,18 @@ class Settings(BaseSettings):
     api_max_range_days: int = Field(
         31, ge=1, le=3660, description="Widest time range (days) one raw-readings request may cover."
     )
+    api_max_aggregate_days: int = Field(
+        400, ge=1, le=3660, description="Widest range (days) of an aggregate with buckets of whole hours (from rollups)."
+    )
+    api_cache_s: float = Field(
+        30.0, ge=0, le=3600,
+        description="Seconds a quality-of-life answer about the present is reused (0: never); answers about a past `at` are reused for an hour.",
+    )
+    timezone: str = Field("America/New_York", description="The city's time zone: local days for noise (Lden) and daily summaries.")
+    public_url: str = Field("http://127.0.0.1:8000", description="Base URL of the API as the public sees it, for links in data.json.")
+    publisher: str = Field("Baltimore City Office of Information & Technology", description="Publisher named in data.json.")
+    contact_name: str = Field("Baltimore City Open Data", description="Contact point named in data.json.")
+    contact_email: str = Field("opendata@baltimorecity.gov", description="Contact e-mail in data.json.")
     api_pool_size: int = Field(8, ge=1, le=200, description="Database connections in the API's pool.")
 
     # --- ingestor ------------------------------------------------------------------------------

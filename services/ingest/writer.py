@@ -143,6 +143,8 @@ class Writer:
 
     #: Seconds an unknown device id stays unknown before the registry is asked again.
     UNKNOWN_DEVICE_TTL = 5.0
+    #: Seconds between two reloads of the whole registry, so a decommissioned device becomes unknown.
+    REGISTRY_TTL = 30.0
 
     def __init__(self, dsn: str, connect_timeout: float = 5.0):
         self._dsn = dsn
@@ -150,6 +152,7 @@ class Writer:
         self._conn: psycopg.Connection | None = None
         self.metrics: dict[str, Metric] = {}
         self._devices: dict[str, int] = {}
+        self._devices_until = 0.0
         self._unknown: dict[str, float] = {}
 
     # -- connection -------------------------------------------------------------------------
@@ -166,8 +169,7 @@ class Writer:
             )
             conn.execute(STAGING_DDL)
             self.metrics = load_metrics(conn)
-            self._devices = dict(conn.execute("SELECT device_id, device_key FROM devices").fetchall())
-            self._unknown.clear()
+            self._load_devices(conn)
             conn.commit()
         except psycopg.Error as exc:
             raise TransientError(f"cannot connect to the database: {type(exc).__name__}") from exc
@@ -189,9 +191,23 @@ class Writer:
         return TransientError(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}")
 
     # -- device registry ----------------------------------------------------------------------
+    def _load_devices(self, conn: psycopg.Connection) -> None:
+        self._devices = dict(conn.execute("SELECT device_id, device_key FROM devices").fetchall())
+        self._unknown.clear()
+        self._devices_until = time.monotonic() + self.REGISTRY_TTL
+
     def device_key(self, device_id: str) -> int | None:
         """The device's key, or None when it is not registered (asked again after a short delay,
         so a device registered a moment ago is recognised without restarting the ingestor)."""
+        if time.monotonic() > self._devices_until:
+            conn = self._connection()
+            try:
+                self._load_devices(conn)
+                conn.commit()
+            except psycopg.Error as exc:
+                if is_transient(exc):
+                    raise self._fail(exc) from exc
+                raise
         key = self._devices.get(device_id)
         if key is not None:
             return key

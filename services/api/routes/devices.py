@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import psycopg
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from services.api import pagination
 from services.api.deps import Admin, PoolDep, SettingsDep
 from services.api.problems import Problem
-from services.api.schemas import DeviceCreate, DeviceKind, DevicePublic, Page
+from services.api.schemas import DeviceCreate, DeviceKind, DevicePatch, DevicePublic, Page
 from services.core.areas import OutsideCity
 from services.core.catalogue import DEVICE_ID_PATTERN
 from services.core.devices import INSERT_DEVICE, placed
@@ -82,6 +82,54 @@ async def create_device(body: DeviceCreate, pool: PoolDep):
         row = await (await conn.cursor(row_factory=dict_row).execute(
             f"SELECT {COLUMNS} FROM devices WHERE device_id = %s", (body.device_id,))).fetchone()
     return row
+
+
+@router.patch("/{device_id}", response_model=DevicePublic, dependencies=[Admin], summary="Change a device",
+              responses={401: {"description": "Missing or wrong admin token"}, 404: {"description": "No such device"},
+                         422: {"description": "Invalid body, or a position outside the city"}})
+async def update_device(device_id: DeviceId, body: DevicePatch, pool: PoolDep):
+    changes = body.model_dump(exclude_unset=True)
+    if any(changes.get(k) is None and k in changes for k in ("kind", "latitude", "longitude", "interval_s", "metadata")):
+        raise Problem(422, "fields may be changed, not set to null")
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            row = await (await cur.execute(f"SELECT {COLUMNS} FROM devices WHERE device_id = %s FOR UPDATE",
+                                           (device_id,))).fetchone()
+            if row is None:
+                raise Problem(404, f"no device {device_id!r}")
+            if "latitude" in changes or "longitude" in changes:
+                try:
+                    loc = placed({"latitude": changes.get("latitude", row["latitude"]),
+                                  "longitude": changes.get("longitude", row["longitude"])})
+                except OutsideCity as exc:
+                    raise Problem(422, str(exc)) from None
+                changes.update(latitude=loc["latitude"], longitude=loc["longitude"],
+                               neighbourhood=loc["neighbourhood"], csa=loc["csa"])
+            if "metadata" in changes:
+                changes["metadata"] = Jsonb(changes["metadata"])
+            if changes:
+                # Column names come from the model's fixed field set, never from the request.
+                assignments = ", ".join(f"{k} = %({k})s" for k in changes)
+                await cur.execute(f"UPDATE devices SET {assignments} WHERE device_id = %(device_id)s",
+                                  {**changes, "device_id": device_id})
+            row = await (await cur.execute(f"SELECT {COLUMNS} FROM devices WHERE device_id = %s", (device_id,))).fetchone()
+    return row
+
+
+@router.delete("/{device_id}", status_code=204, dependencies=[Admin], summary="Decommission a device",
+               description="Removes the device and its readings and rollups; its rejected messages stay for audit.",
+               responses={401: {"description": "Missing or wrong admin token"}, 404: {"description": "No such device"}})
+async def delete_device(device_id: DeviceId, pool: PoolDep):
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            row = await (await conn.execute("DELETE FROM devices WHERE device_id = %s RETURNING device_key",
+                                            (device_id,))).fetchone()
+            if row is None:
+                raise Problem(404, f"no device {device_id!r}")
+            await conn.execute("DELETE FROM readings WHERE device_key = %s", (row[0],))
+            await conn.execute("DELETE FROM readings_hourly WHERE device_key = %s", (row[0],))
+    return Response(status_code=204)
 
 
 def _limit(limit: int | None, settings) -> int:

@@ -1,0 +1,126 @@
+"""/v1/aggregates: readings in time buckets, by city, CSA, neighbourhood or device.
+
+Buckets of whole hours come from the hourly rollups the ingestor keeps (hours instead of readings:
+~60 times fewer rows at a one-minute reporting interval); shorter buckets from the raw hypertable. Either
+way start and end are widened to the bucket grid, so both paths give the same answer.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from services.api import pagination
+from services.api.deps import PoolDep, SettingsDep
+from services.api.problems import Problem
+from services.api.routes.devices import _limit
+from services.api.schemas import AggregatePage, DeviceKind
+from services.api.scope import resolve
+from services.core.catalogue import DEVICE_ID_PATTERN
+
+router = APIRouter(tags=["aggregates"])
+_BUCKET = re.compile(r"^(\d{1,4})(m|h|d)$")
+GROUPS = {"city": "'city'", "csa": "d.csa", "neighbourhood": "d.neighbourhood", "device": "d.device_id"}
+
+
+def parse_bucket(text: str) -> timedelta:
+    m = _BUCKET.match(text)
+    if not m:
+        raise Problem(422, "bucket: a number and a unit, m, h or d (5m, 15m, 1h, 1d…)")
+    n, unit = int(m.group(1)), m.group(2)
+    size = {"m": timedelta(minutes=n), "h": timedelta(hours=n), "d": timedelta(days=n)}[unit]
+    if not timedelta(minutes=1) <= size <= timedelta(days=366):
+        raise Problem(422, "bucket: between 1m and 366d")
+    return size
+
+
+def select_sql(source: str, aggregation: str, group: str, scope_sql: str, keyset: bool, kind: bool) -> str:
+    if source == "hourly_rollups":
+        table, t, cnt, sm, mn, mx, en = "readings_hourly h", "h.bucket", "sum(h.count)", "sum(h.sum)", "min(h.min)", "max(h.max)", "sum(h.energy)"
+    else:
+        table, t, cnt, sm, mn, mx = "readings h", "h.time", "count(*)", "sum(h.value)", "min(h.value)", "max(h.value)"
+        en = "sum(power(10::float8, h.value / 10))" if aggregation == "energy" else "NULL::float8"
+    having = "WHERE (grp, b) > (%(after_group)s, %(after_bucket)s)" if keyset else ""
+    return f"""
+        SELECT b, grp, count, sum, min, max, energy FROM (
+            SELECT time_bucket(%(bucket)s, {t}) AS b, {GROUPS[group]} AS grp,
+                   {cnt}::bigint AS count, {sm} AS sum, {mn} AS min, {mx} AS max, {en} AS energy
+            FROM {table} JOIN devices d USING (device_key)
+            WHERE h.metric_key = %(metric_key)s AND {t} >= %(start)s AND {t} < %(end)s AND {scope_sql}
+                  {"AND d.kind = %(kind)s" if kind else ""}
+            GROUP BY 1, 2
+        ) a {having}
+        ORDER BY grp, b
+        LIMIT %(limit)s"""
+
+
+@router.get("/v1/aggregates", response_model=AggregatePage, summary="Readings in time buckets")
+async def aggregates(
+    pool: PoolDep,
+    settings: SettingsDep,
+    metric: Annotated[str, Query(max_length=40, pattern=r"^[a-z0-9_]+$")],
+    bucket: Annotated[str, Query(max_length=8, description="5m, 15m, 1h, 1d, 7d…")] = "1h",
+    start: Annotated[datetime | None, Query(description="Inclusive, RFC 3339 (default: end − 1 day).")] = None,
+    end: Annotated[datetime | None, Query(description="Exclusive, RFC 3339 (default: now).")] = None,
+    group_by: Literal["city", "csa", "neighbourhood", "device"] = "city",
+    csa: Annotated[str | None, Query(max_length=100)] = None,
+    neighbourhood: Annotated[str | None, Query(max_length=100)] = None,
+    device_id: Annotated[str | None, Query(pattern=DEVICE_ID_PATTERN)] = None,
+    kind: DeviceKind | None = None,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+):
+    limit = _limit(limit, settings)
+    size = parse_bucket(bucket)
+    scope = resolve(csa, neighbourhood, device_id)
+    for name, t in (("start", start), ("end", end)):
+        if t is not None and t.tzinfo is None:
+            raise Problem(422, f"{name}: give a UTC offset (e.g. 2024-06-01T00:00:00Z)")
+    end = end or datetime.now(timezone.utc)
+    start = start or end - timedelta(days=1)
+    if start >= end:
+        raise Problem(422, "start must be before end")
+    whole_hours = size % timedelta(hours=1) == timedelta(0)
+    source = "hourly_rollups" if whole_hours else "raw"
+    max_days = settings.api_max_aggregate_days if whole_hours else settings.api_max_range_days
+    if end - start > timedelta(days=max_days):
+        raise Problem(422, f"a {bucket} aggregate may cover at most {max_days} days"
+                           + ("" if whole_hours else " (buckets of whole hours may cover more)"))
+    after = pagination.decode(cursor, (str, str))
+    scope_sql, params = scope.where()
+    async with pool.connection() as conn:
+        m = await (await conn.execute("SELECT metric_key, unit, aggregation FROM metrics WHERE metric = %s", (metric,))).fetchone()
+        if m is None:
+            raise Problem(404, f"no metric {metric!r} in the catalogue (see /v1/metrics)")
+        metric_key, unit, aggregation = m
+        # the requested range, widened to the bucket grid time_bucket uses
+        g0, g1 = await (await conn.execute(
+            "SELECT time_bucket(%(b)s, %(s)s::timestamptz), time_bucket(%(b)s, %(e)s::timestamptz - interval '1 microsecond') + %(b)s",
+            {"b": size, "s": start, "e": end})).fetchone()
+        params.update(bucket=size, metric_key=metric_key, start=g0, end=g1, limit=limit + 1, kind=kind)
+        if after:
+            params.update(after_group=after[0], after_bucket=datetime.fromisoformat(after[1]))
+        sql = select_sql(source, aggregation, group_by, scope_sql, bool(after), kind is not None)
+        rows = await (await conn.execute(sql, params)).fetchall()
+    items = [_item(r, aggregation) for r in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = pagination.encode([last[1], last[0].isoformat()])
+    return {"items": items, "next_cursor": next_cursor, "metric": metric, "unit": unit, "bucket": bucket,
+            "start": g0, "end": g1, "source": source}
+
+
+def _item(row, aggregation: str) -> dict:
+    from services.api.qol.noise import level
+
+    b, grp, count, total, mn, mx, energy = row
+    if aggregation == "energy":
+        mean = level(energy / count) if energy and count else None
+    else:
+        mean = total / count if count else None
+    return {"bucket": b, "group": grp, "count": count, "mean": mean, "min": mn, "max": mx,
+            "sum": total if aggregation == "sum" else None}

@@ -1,0 +1,173 @@
+"""/v1/qol: quality-of-life indicators by area, and /v1/status/freshness."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from services.api.deps import PoolDep, SettingsDep
+from services.api.problems import Problem
+from services.api.qol import indicators
+from services.api.qol.aqi import AQI_POLLUTANTS
+from services.api.qol.data import hourly_means, latest_values
+from services.api.schemas import AQIPublic, DeviceKind, HeatIndexPublic, NoisePublic
+from services.api.scope import Scope, floor_hour, moment, resolve
+from services.core.areas import baltimore
+from services.core.catalogue import DEVICE_ID_PATTERN
+
+router = APIRouter(tags=["quality of life"])
+
+Csa = Annotated[str | None, Query(max_length=100, description="A Community Statistical Area (see /v1/areas).")]
+Hood = Annotated[str | None, Query(max_length=100, description="A neighbourhood (see /v1/areas?level=neighbourhood).")]
+Device = Annotated[str | None, Query(pattern=DEVICE_ID_PATTERN)]
+At = Annotated[datetime | None, Query(description="A past moment, RFC 3339 (default: now).")]
+
+
+def _cache(request: Request):
+    return request.app.state.cache
+
+
+def _past(at: datetime | None) -> bool:
+    return at is not None and at < datetime.now(timezone.utc) - timedelta(hours=2)
+
+
+async def compute_aqi(conn, scope: Scope, at: datetime) -> dict:
+    latest_hour = floor_hour(at) - timedelta(hours=1)
+    hours = await hourly_means(conn, scope, AQI_POLLUTANTS, latest_hour - timedelta(hours=23), latest_hour + timedelta(hours=1))
+    return {"scope": scope.public(), "at": at, **indicators.area_aqi(hours, latest_hour)}
+
+
+async def compute_heat(conn, scope: Scope, at: datetime) -> dict:
+    latest = await latest_values(conn, scope, ("temperature", "humidity"), at)
+    return {"scope": scope.public(), "at": at, **indicators.area_heat_index(latest)}
+
+
+@router.get("/v1/qol/aqi", response_model=AQIPublic, summary="US EPA Air Quality Index")
+async def qol_aqi(request: Request, pool: PoolDep, settings: SettingsDep, csa: Csa = None, neighbourhood: Hood = None,
+                  device_id: Device = None, at: At = None):
+    """The AQI (EPA breakpoints in force since May 2024) for the latest complete hour before `at`: PM2.5
+    and PM10 by NowCast over hourly means, O3 8-hour (1-hour where more precautionary), CO 8-hour, NO2 and
+    SO2 1-hour. An area reports its highest device per pollutant; without enough data `aqi` is null."""
+    scope = resolve(csa, neighbourhood, device_id)
+    t = moment(at)
+    key = ("aqi", scope, floor_hour(t) if at is None else t)
+
+    async def compute():
+        async with pool.connection() as conn:
+            return await compute_aqi(conn, scope, t)
+    return await _cache(request).get(key, _past(at), compute)
+
+
+@router.get("/v1/qol/heat-index", response_model=HeatIndexPublic, summary="US NWS heat index")
+async def qol_heat(request: Request, pool: PoolDep, csa: Csa = None, neighbourhood: Hood = None,
+                   device_id: Device = None, at: At = None):
+    """From each device's latest temperature and humidity in the hour before `at`; an area reports its
+    highest heat index. Shade values: full sun can add up to 15 °F."""
+    scope = resolve(csa, neighbourhood, device_id)
+    t = moment(at)
+    key = ("heat", scope, t.replace(second=0, microsecond=0))
+
+    async def compute():
+        async with pool.connection() as conn:
+            return await compute_heat(conn, scope, t)
+    return await _cache(request).get(key, _past(at), compute)
+
+
+@router.get("/v1/qol/noise", response_model=NoisePublic, summary="Noise levels: Leq, Lden, Lnight")
+async def qol_noise(request: Request, pool: PoolDep, settings: SettingsDep, csa: Csa = None, neighbourhood: Hood = None,
+                    device_id: Device = None, at: At = None):
+    """For the local day holding `at` (default: today so far): hourly Leq (energy means over the area's
+    devices), Lday 07–19, Levening 19–23, Lnight 23–07, Lden (evening +5 dB, night +10 dB), and the hours
+    above the WHO 2018 (53 dB Lden, 45 dB Lnight) and US EPA 1974 (55 dB Ldn) guideline levels."""
+    scope = resolve(csa, neighbourhood, device_id)
+    t = moment(at)
+    tz = ZoneInfo(settings.timezone)
+    day = t.astimezone(tz).date().isoformat()
+
+    async def compute():
+        start, end = indicators.day_bounds(day, tz)
+        async with pool.connection() as conn:
+            hours = await hourly_means(conn, scope, ("noise_laeq",), start, end, energy=True)
+        return {"scope": scope.public(), "date": day, **indicators.area_noise(hours["noise_laeq"], start, end, tz)}
+    return await _cache(request).get(("noise", scope, day, floor_hour(t)), _past(at), compute)
+
+
+@router.get("/v1/qol/summary", summary="One row per CSA, for maps",
+            description="Per Community Statistical Area: AQI, heat index, the last 24 hours' noise Leq, and data "
+                        "coverage. `format=geojson` answers a FeatureCollection with the CSA boundaries.")
+async def qol_summary(request: Request, pool: PoolDep, settings: SettingsDep, at: At = None,
+                      format: Literal["json", "geojson"] = "json"):
+    t = moment(at)
+
+    async def compute():
+        return await summary_rows(pool, t)
+    rows = await _cache(request).get(("summary", floor_hour(t) if at is None else t), _past(at), compute)
+    if format == "json":
+        return {"items": rows, "next_cursor": None}
+    areas = baltimore().csas
+    features = [{"type": "Feature", "geometry": areas[r["csa"]].geometry, "properties": r} for r in rows]
+    return JSONResponse(jsonable({"type": "FeatureCollection", "features": features}),
+                        media_type="application/geo+json")
+
+
+async def summary_rows(pool, at: datetime) -> list[dict]:
+    from services.api.qol import noise
+
+    city = Scope("city", None)
+    latest_hour = floor_hour(at) - timedelta(hours=1)
+    async with pool.connection() as conn:
+        aq = await hourly_means(conn, city, AQI_POLLUTANTS, latest_hour - timedelta(hours=23), latest_hour + timedelta(hours=1))
+        nz = await hourly_means(conn, city, ("noise_laeq",), latest_hour - timedelta(hours=23), latest_hour + timedelta(hours=1), energy=True)
+        wx = await latest_values(conn, city, ("temperature", "humidity"), at)
+        devices = await (await conn.execute(
+            "SELECT csa, count(*), count(*) FILTER (WHERE last_seen >= %s - 2 * interval_s * interval '1 second') "
+            "FROM devices GROUP BY csa", (at,))).fetchall()
+    coverage = {csa: (n, fresh) for csa, n, fresh in devices}
+    rows = []
+    for name, area in sorted(baltimore().csas.items()):
+        in_csa = lambda d: {k: v for k, v in d.items() if v.csa == name}  # noqa: E731
+        a = indicators.area_aqi({p: in_csa(v) for p, v in aq.items()}, latest_hour)
+        h = indicators.area_heat_index(in_csa(wx))
+        levels = [lvl for dh in in_csa(nz["noise_laeq"]).values() for lvl in dh.means.values()]
+        n, fresh = coverage.get(name, (0, 0))
+        rows.append({
+            "csa": name, "reference_point": {"longitude": area.centroid[0], "latitude": area.centroid[1]},
+            "aqi": a["aqi"], "aqi_category": a["category"], "main_pollutant": a["main_pollutant"],
+            "heat_index_f": h["heat_index_f"], "heat_index_category": h["category"],
+            "noise_leq_24h": round(noise.leq(levels), 1) if levels else None,
+            "devices": n, "devices_reporting": fresh, "coverage": round(fresh / n, 3) if n else None,
+        })
+    return rows
+
+
+def jsonable(doc):
+    from fastapi.encoders import jsonable_encoder
+
+    return jsonable_encoder(doc)
+
+
+@router.get("/v1/status/freshness", summary="How fresh the data is, by device kind and CSA",
+            description="Per device kind and CSA: the newest reading, the share of devices that reported within "
+                        "twice their expected interval, and the silent devices with their last report.")
+async def freshness(pool: PoolDep, kind: DeviceKind | None = None, csa: Csa = None):
+    if csa is not None:
+        resolve(csa, None, None)
+    async with pool.connection() as conn:
+        rows = await (await conn.execute("""
+            SELECT kind, csa, count(*), max(last_seen),
+                   count(*) FILTER (WHERE last_seen >= now() - 2 * interval_s * interval '1 second'),
+                   coalesce(jsonb_agg(jsonb_build_object('device_id', device_id, 'last_seen', last_seen,
+                                                         'interval_s', interval_s) ORDER BY device_id)
+                            FILTER (WHERE last_seen IS NULL OR last_seen < now() - 2 * interval_s * interval '1 second'),
+                            '[]'::jsonb)
+            FROM devices
+            WHERE (%(kind)s::text IS NULL OR kind = %(kind)s) AND (%(csa)s::text IS NULL OR csa = %(csa)s)
+            GROUP BY kind, csa ORDER BY kind, csa""", {"kind": kind, "csa": csa})).fetchall()
+    items = [{"kind": k, "csa": c, "devices": n, "newest_reading": newest, "reporting": fresh,
+              "share_reporting": round(fresh / n, 3), "silent": silent}
+             for k, c, n, newest, fresh, silent in rows]
+    return {"items": items, "next_cursor": None}

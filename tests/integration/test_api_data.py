@@ -1,0 +1,144 @@
+"""Aggregates, areas, the metric catalogue and device administration."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+
+from services.api.qol import noise
+from tests.helpers import count, unique, wait_until
+
+HOUR = (datetime.now(timezone.utc) - timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
+LATLON = {"latitude": 39.284, "longitude": -76.57637}  # the Canton CSA's reference point
+
+
+def stored(dsn, device_id):
+    return count(dsn, "SELECT count(*) FROM readings r JOIN devices d USING (device_key) WHERE d.device_id = %s",
+                 (device_id,))
+
+
+@pytest.fixture(scope="module")
+def canton(http_module, admin_module, publisher_module, dsn, ingestor):
+    """A traffic counter and a noise meter in Canton, with two hours of readings every 10 minutes."""
+    ids = {}
+    for kind in ("traffic", "noise"):
+        ids[kind] = unique(kind[:2])
+        r = http_module.post("/v1/devices", headers=admin_module, json={"device_id": ids[kind], "kind": kind, **LATLON})
+        assert r.status_code == 201
+    traffic, levels = [], []
+    for i in range(12):
+        t = (HOUR + timedelta(minutes=10 * i)).timestamp()
+        traffic.append({"time": t, "readings": {"traffic_count": 10 * (i + 1)}})
+        levels.append({"time": t, "readings": {"noise_laeq": 50 + 2 * i}})
+    publisher_module.readings(ids["traffic"], traffic)
+    publisher_module.readings(ids["noise"], levels)
+    wait_until(lambda: stored(dsn, ids["traffic"]) == 12 and stored(dsn, ids["noise"]) == 12)
+    return ids
+
+
+def agg(http, **params):
+    r = http.get("/v1/aggregates", params={"start": HOUR.isoformat(), "end": (HOUR + timedelta(hours=2)).isoformat(), **params})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_hourly_traffic_sums_from_rollups(http, canton):
+    r = agg(http, metric="traffic_count", bucket="1h", device_id=canton["traffic"])
+    assert r["source"] == "hourly_rollups" and r["unit"] == "vehicles"
+    first, second = r["items"]
+    assert (first["count"], first["sum"], first["min"], first["max"]) == (6, 210, 10, 60)
+    assert second["sum"] == 570 and second["mean"] == 95
+    assert datetime.fromisoformat(first["bucket"]) == HOUR
+
+
+def test_noise_averages_as_energy_on_both_paths(http, canton):
+    levels = [50 + 2 * i for i in range(6)]
+    hourly = agg(http, metric="noise_laeq", bucket="1h", device_id=canton["noise"])["items"][0]
+    raw = agg(http, metric="noise_laeq", bucket="30m", device_id=canton["noise"])
+    assert raw["source"] == "raw"
+    assert hourly["mean"] == pytest.approx(noise.leq(levels))
+    assert hourly["sum"] is None
+    assert raw["items"][0]["mean"] == pytest.approx(noise.leq(levels[:3]))
+
+
+def test_rollups_and_raw_agree_for_whole_hours(http, canton):
+    hourly = agg(http, metric="traffic_count", bucket="1h", csa="Canton", group_by="device")["items"]
+    quarter = agg(http, metric="traffic_count", bucket="15m", csa="Canton", group_by="device")["items"]
+    mine = lambda items: [i for i in items if i["group"] == canton["traffic"]]  # noqa: E731
+    assert sum(i["sum"] for i in mine(hourly)) == sum(i["sum"] for i in mine(quarter)) == 780
+
+
+def test_grouping_and_grid(http, canton):
+    r = agg(http, metric="traffic_count", bucket="1d", group_by="csa", csa="Canton")
+    assert [i["group"] for i in r["items"]] == ["Canton"]
+    assert datetime.fromisoformat(r["start"]) <= HOUR < datetime.fromisoformat(r["end"])
+    city = agg(http, metric="traffic_count", bucket="2h")
+    assert all(i["group"] == "city" for i in city["items"])
+
+
+def test_aggregate_pagination(http, canton):
+    seen, cursor = [], None
+    while True:
+        params = {"metric": "noise_laeq", "bucket": "10m", "device_id": canton["noise"], "limit": 5}
+        if cursor:
+            params["cursor"] = cursor
+        page = agg(http, **params)
+        seen += [i["bucket"] for i in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert len(seen) == 12 == len(set(seen))
+
+
+@pytest.mark.parametrize("params, status", [
+    ({"metric": "radon"}, 404), ({"metric": "pm25", "bucket": "3w"}, 422), ({"metric": "pm25", "bucket": "0m"}, 422),
+    ({"metric": "pm25", "bucket": "5m", "start": "2020-01-01T00:00:00Z", "end": "2021-01-01T00:00:00Z"}, 422),
+    ({"metric": "pm25", "bucket": "1d", "start": "2010-01-01T00:00:00Z", "end": "2021-01-01T00:00:00Z"}, 422),
+    ({"metric": "pm25", "group_by": "planet"}, 422), ({}, 422), ({"metric": "pm25", "csa": "Atlantis"}, 404),
+])
+def test_bad_aggregate_requests(http, params, status):
+    assert http.get("/v1/aggregates", params=params).status_code == status
+
+
+def test_metrics_catalogue(http):
+    items = {m["metric"]: m for m in http.get("/v1/metrics").json()["items"]}
+    assert len(items) == 12
+    assert items["noise_laeq"]["aggregation"] == "energy" and items["rainfall"]["aggregation"] == "sum"
+    assert items["pm25"] == {"metric": "pm25", "unit": "µg/m³", "description": "Fine particulate matter (PM2.5)",
+                             "min_value": 0, "max_value": 1000, "aggregation": "mean"}
+
+
+def test_areas(http, canton):
+    csas, cursor = [], None
+    while True:
+        page = http.get("/v1/areas", params={"level": "csa", "limit": 20, **({"cursor": cursor} if cursor else {})}).json()
+        csas += page["items"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert len(csas) == 55
+    canton_row = next(a for a in csas if a["name"] == "Canton")
+    assert canton_row["devices_by_kind"]["traffic"] >= 1 and canton_row["geometry"] is None
+    hoods = http.get("/v1/areas", params={"level": "neighbourhood", "limit": 1000, "geometry": "true"}).json()["items"]
+    assert len(hoods) == 278
+    assert hoods[0]["geometry"]["type"] in ("Polygon", "MultiPolygon") and hoods[0]["csa"]
+
+
+def test_patch_moves_a_device_and_delete_removes_it(http, admin, dsn):
+    device_id = unique("mv")
+    assert http.post("/v1/devices", headers=admin, json={"device_id": device_id, "kind": "weather", **LATLON}).status_code == 201
+    r = http.patch(f"/v1/devices/{device_id}", headers=admin, json={"latitude": 39.2904, "longitude": -76.6122,
+                                                                    "metadata": {"firmware": "2.1"}})
+    assert r.status_code == 200, r.text
+    assert (r.json()["neighbourhood"], r.json()["metadata"]) == ("Downtown", {"firmware": "2.1"})
+    assert http.patch(f"/v1/devices/{device_id}", headers=admin, json={"latitude": 40.0}).status_code == 422
+    assert http.patch(f"/v1/devices/{device_id}", headers=admin, json={"kind": None}).status_code == 422
+    assert http.patch(f"/v1/devices/{device_id}", json={"interval_s": 5}).status_code == 401
+    assert http.delete(f"/v1/devices/{device_id}").status_code == 401
+    assert http.delete(f"/v1/devices/{device_id}", headers=admin).status_code == 204
+    assert http.get(f"/v1/devices/{device_id}").status_code == 404
+    assert http.delete(f"/v1/devices/{device_id}", headers=admin).status_code == 404
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM devices WHERE device_id = %s", (device_id,)).fetchone()[0] == 0

@@ -1,0 +1,164 @@
+"""Quality-of-life endpoints, fed over MQTT through the real ingestor, checked against the maths."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from services.api.qol import aqi, heat, noise
+from services.core.areas import baltimore
+from tests.helpers import count, unique, wait_until
+
+# A moment three days ago, on the hour plus 30 minutes: the data below is all before it.
+AT = (datetime.now(timezone.utc) - timedelta(days=3)).replace(minute=30, second=0, microsecond=0)
+LATEST = AT.replace(minute=0) - timedelta(hours=1)  # the latest complete hour before AT
+
+
+def place(csa_name: str) -> dict:
+    lon, lat = baltimore().neighbourhoods[baltimore().csas[csa_name].neighbourhoods[0]].centroid
+    return {"latitude": lat, "longitude": lon}
+
+
+def register(http, admin, kind, csa, interval_s=900):
+    device_id = unique(kind[:2])
+    r = http.post("/v1/devices", headers=admin, json={"device_id": device_id, "kind": kind, "interval_s": interval_s,
+                                                      **place(csa)})
+    assert r.status_code == 201, r.text
+    return device_id
+
+
+def publish_hours(publisher, device_id, hourly: dict[datetime, dict[str, float]], per_hour=3):
+    """Each hour's values repeated ``per_hour`` times inside the hour (a 900 s device needs 3 for 75 %)."""
+    backlog = []
+    for hour, values in hourly.items():
+        for k in range(per_hour):
+            backlog.append({"time": (hour + timedelta(minutes=5 + 15 * k)).timestamp(), "readings": values})
+    for i in range(0, len(backlog), 200):
+        publisher.readings(device_id, backlog[i:i + 200])
+    return len(backlog) * len(next(iter(hourly.values())))
+
+
+def stored(dsn, device_id):
+    return count(dsn, "SELECT count(*) FROM readings r JOIN devices d USING (device_key) WHERE d.device_id = %s",
+                 (device_id,))
+
+
+@pytest.fixture(scope="module")
+def air(http_module, admin_module, publisher_module, ingestor, dsn):
+    """Two air-quality devices in one CSA: the area must report the higher of them, per pollutant."""
+    csa = "Cross-Country/Cheswolde"
+    a = register(http_module, admin_module, "air_quality", csa)
+    b = register(http_module, admin_module, "air_quality", csa)
+    hours = [LATEST - timedelta(hours=i) for i in range(12)]
+    n = publish_hours(publisher_module, a, {h: {"pm25": 40.0, "o3": 50.0, "co": 2.0, "no2": 30.0} for h in hours})
+    m = publish_hours(publisher_module, b, {h: {"pm25": 10.0, "o3": 80.0} for h in hours[:8]})
+    wait_until(lambda: stored(dsn, a) == n and stored(dsn, b) == m, what="the air-quality history")
+    return csa, a, b
+
+
+def test_aqi_of_a_device(http, air):
+    _, a, _ = air
+    r = http.get("/v1/qol/aqi", params={"device_id": a, "at": AT.isoformat()}).json()
+    assert r["pollutants"]["pm25"] == {"concentration": 40.0, "unit": "µg/m³", "aqi": aqi.sub_index(40.0, "pm25_24h"),
+                                       "averaging": "NowCast (12 h)", "device_id": a}
+    assert r["pollutants"]["pm25"]["aqi"] == 112  # 49/19.9·4.5 + 101 = 112.08
+    assert r["pollutants"]["o3"]["aqi"] == aqi.sub_index(0.050, "o3_8h") == 46
+    assert r["pollutants"]["co"]["aqi"] == aqi.sub_index(2.0, "co_8h")
+    assert r["pollutants"]["no2"]["aqi"] == aqi.sub_index(30, "no2_1h")
+    assert r["pollutants"]["so2"]["aqi"] is None and r["pollutants"]["pm10"]["aqi"] is None
+    assert (r["aqi"], r["category"], r["main_pollutant"]) == (112, "Unhealthy for Sensitive Groups", "pm25")
+    assert r["colour"] == "#FF7E00"
+
+
+def test_aqi_of_an_area_reports_its_highest_device_per_pollutant(http, air):
+    csa, a, b = air
+    r = http.get("/v1/qol/aqi", params={"csa": csa, "at": AT.isoformat()}).json()
+    assert r["scope"] == {"level": "csa", "name": csa}
+    assert r["pollutants"]["pm25"]["device_id"] == a
+    assert r["pollutants"]["o3"]["device_id"] == b  # 80 ppb beats 50 ppb
+    assert r["pollutants"]["o3"]["aqi"] == aqi.sub_index(0.080, "o3_8h")
+    assert r["aqi"] == max(112, aqi.sub_index(0.080, "o3_8h"))
+    assert sorted(r["devices"]) == sorted([a, b])
+
+
+def test_aqi_without_enough_data_says_so(http, air):
+    _, a, _ = air
+    r = http.get("/v1/qol/aqi", params={"device_id": a, "at": (AT - timedelta(days=1)).isoformat()}).json()
+    assert r["aqi"] is None and r["category"] is None and "not enough data" in r["note"]
+
+
+def test_heat_index(http, admin, publisher, dsn, ingestor):
+    device_id = register(http, admin, "weather", "Medfield/Hampden/Woodberry/Remington", interval_s=300)
+    t = AT - timedelta(minutes=10)
+    publisher.readings(device_id, {"time": t.timestamp(), "readings": {"temperature": 32.2222, "humidity": 50}})
+    wait_until(lambda: stored(dsn, device_id) == 2)
+    r = http.get("/v1/qol/heat-index", params={"device_id": device_id, "at": AT.isoformat()}).json()
+    expected = heat.heat_index_f(90.0, 50)
+    assert r["heat_index_f"] == pytest.approx(expected, abs=0.1) and round(r["heat_index_f"]) == 95
+    assert r["heat_index_c"] == pytest.approx(heat.f_to_c(expected), abs=0.1)
+    assert r["category"] == "Extreme Caution"
+    assert r["device_id"] == device_id
+    r = http.get("/v1/qol/heat-index", params={"device_id": device_id, "at": (AT - timedelta(hours=3)).isoformat()}).json()
+    assert r["heat_index_f"] is None and r["note"]
+
+
+def test_noise_day(http, admin, publisher, dsn, ingestor):
+    device_id = register(http, admin, "noise", "Greater Govans")
+    tz = ZoneInfo("America/New_York")
+    day = (AT - timedelta(days=1)).astimezone(tz).date()
+    start = datetime(day.year, day.month, day.day, tzinfo=tz)
+    hourly = {}
+    for h in range(24):
+        local = start + timedelta(hours=h)
+        level = {"day": 60.0, "evening": 55.0, "night": 45.0}[noise.period(local.hour)]
+        hourly[local.astimezone(timezone.utc)] = {"noise_laeq": level}
+    n = publish_hours(publisher, device_id, hourly)
+    wait_until(lambda: stored(dsn, device_id) == n, what="a day of noise")
+    at = (start + timedelta(hours=23, minutes=59)).astimezone(timezone.utc)
+    r = http.get("/v1/qol/noise", params={"device_id": device_id, "at": at.isoformat()}).json()
+    assert r["date"] == day.isoformat()
+    assert (r["lday"], r["levening"], r["lnight"]) == (60.0, 55.0, 45.0)
+    assert r["lden"] == pytest.approx(noise.lden(60, 55, 45), abs=0.05)
+    assert r["hours_with_data"] == 24
+    assert r["hours_exceeding_who"] == 16  # 12 day hours at 60 and 4 evening hours at 55 are above 53
+    assert r["hours_exceeding_epa"] == 12
+    assert r["leq_24h"] == pytest.approx(noise.leq([60] * 12 + [55] * 4 + [45] * 8), abs=0.05)
+
+
+def test_summary_has_every_csa_and_geojson(http, air):
+    r = http.get("/v1/qol/summary", params={"at": AT.isoformat()}).json()
+    assert len(r["items"]) == 55
+    row = next(i for i in r["items"] if i["csa"] == air[0])
+    assert row["aqi"] == http.get("/v1/qol/aqi", params={"csa": air[0], "at": AT.isoformat()}).json()["aqi"]
+    g = http.get("/v1/qol/summary", params={"at": AT.isoformat(), "format": "geojson"})
+    assert g.headers["content-type"].startswith("application/geo+json")
+    fc = g.json()
+    assert fc["type"] == "FeatureCollection" and len(fc["features"]) == 55
+    assert fc["features"][0]["geometry"]["type"] in ("Polygon", "MultiPolygon")
+
+
+def test_freshness(http, admin, publisher, dsn, ingestor):
+    csa = "Beechfield/Ten Hills/West Hills"
+    live = register(http, admin, "water", csa, interval_s=60)
+    silent = register(http, admin, "water", csa, interval_s=60)
+    publisher.readings(live, {"readings": {"water_level": 1.5}})
+    wait_until(lambda: stored(dsn, live) == 1)
+    items = http.get("/v1/status/freshness", params={"kind": "water", "csa": csa}).json()["items"]
+    (row,) = items
+    assert row["devices"] >= 2 and row["reporting"] >= 1
+    assert silent in [s["device_id"] for s in row["silent"]]
+    assert live not in [s["device_id"] for s in row["silent"]]
+    assert row["newest_reading"] is not None
+
+
+@pytest.mark.parametrize("params", [
+    {"csa": "Atlantis"}, {"neighbourhood": "Nowhere"}, {"csa": "Canton", "device_id": "x1"},
+    {"at": "2020-13-01T00:00:00Z"}, {"at": "2999-01-01T00:00:00Z"}, {"at": "2024-01-01T00:00:00"},
+])
+def test_bad_qol_parameters(http, params):
+    for path in ("/v1/qol/aqi", "/v1/qol/heat-index", "/v1/qol/noise"):
+        r = http.get(path, params=params)
+        assert r.status_code in (404, 422), (path, r.text)
+        assert r.json()["detail"]
