@@ -13,7 +13,7 @@ from starlette.responses import Response
 from services.api import problems
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.cache import AnswerCache
-from services.api.routes import aggregates, catalogue, devices, health, qol, readings
+from services.api.routes import aggregates, catalogue, devices, health, opendata, qol, readings
 from services.core.settings import Settings
 
 log = logging.getLogger("citysense.api")
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(catalogue.router)
     app.include_router(aggregates.router)
     app.include_router(qol.router)
+    app.include_router(opendata.router)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics():

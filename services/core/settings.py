@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     api_max_aggregate_days: int = Field(
         400, ge=1, le=3660, description="Widest range (days) of an aggregate with buckets of whole hours (from rollups)."
     )
+    api_max_export_days: int = Field(
+        366, ge=1, le=3660, description="Widest time range (days) of one dataset download (streamed, so memory stays flat)."
+    )
     api_cache_s: float = Field(
         30.0, ge=0, le=3600,
         description="Seconds a quality-of-life answer about the present is reused (0: never); answers about a past `at` are reused for an hour.",

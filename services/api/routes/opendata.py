@@ -1,0 +1,172 @@
+"""Open data: the DCAT-US 1.1 catalogue (/data.json) and dataset downloads in CSV and GeoJSON,
+streamed from a server-side cursor so memory stays flat however large the export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import StreamingResponse
+
+from services.api.deps import PoolDep, SettingsDep
+from services.api.opendata import DATASETS, geometry, shape, sql_for
+from services.api.problems import Problem
+from services.api.scope import resolve
+from services.core.areas import baltimore
+
+router = APIRouter(tags=["open data"])
+POD = "https://project-open-data.cio.gov/v1.1/schema"
+CHUNK_ROWS = 2000
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@router.get("/data.json", summary="DCAT-US 1.1 catalogue of the open datasets",
+            description="The Project Open Data metadata schema that US open-data portals publish and data.gov harvests.")
+async def catalogue(pool: PoolDep, settings: SettingsDep):
+    base = settings.public_url.rstrip("/")
+    b = baltimore().bounds
+    spatial = f"{b[0]:.4f},{b[1]:.4f},{b[2]:.4f},{b[3]:.4f}"
+    async with pool.connection() as conn:
+        keys = dict(await (await conn.execute("SELECT metric, metric_key FROM metrics")).fetchall())
+        spans = {}
+        for ds in DATASETS.values():
+            if ds.metrics:
+                # per metric, the newest and oldest reading: index scans on (metric_key, time)
+                row = await (await conn.execute(
+                    "SELECT min(lo), max(hi) FROM unnest(%s::int2[]) AS k, LATERAL (SELECT "
+                    "(SELECT min(time) FROM readings WHERE metric_key = k) AS lo, "
+                    "(SELECT max(time) FROM readings WHERE metric_key = k) AS hi) s",
+                    ([keys[m] for m in ds.metrics],))).fetchone()
+            else:
+                row = await (await conn.execute(
+                    "SELECT min(installed), greatest(max(installed), max(status_at)) FROM devices")).fetchone()
+            spans[ds.id] = row
+    datasets = []
+    for ds in DATASETS.values():
+        first, newest = spans[ds.id]
+        url = f"{base}/v1/datasets/{ds.id}"
+        datasets.append({
+            "@type": "dcat:Dataset",
+            "identifier": url,
+            "title": ds.title,
+            "description": ds.description,
+            "keyword": list(ds.keywords),
+            "modified": _iso(newest) or _iso(datetime.now(timezone.utc)),
+            "publisher": {"@type": "org:Organization", "name": settings.publisher},
+            "contactPoint": {"@type": "vcard:Contact", "fn": settings.contact_name, "hasEmail": f"mailto:{settings.contact_email}"},
+            "accessLevel": "public",
+            "license": "https://creativecommons.org/licenses/by/4.0/",
+            "spatial": spatial,
+            "temporal": f"{_iso(first)}/{_iso(newest)}" if first and newest else None,
+            "accrualPeriodicity": ds.periodicity,
+            "landingPage": f"{base}/docs",
+            "theme": ["Environment", "Quality of life"],
+            "distribution": [
+                {"@type": "dcat:Distribution", "title": f"{ds.title} (CSV)", "downloadURL": f"{url}.csv",
+                 "mediaType": "text/csv", "format": "CSV"},
+                {"@type": "dcat:Distribution", "title": f"{ds.title} (GeoJSON)", "downloadURL": f"{url}.geojson",
+                 "mediaType": "application/geo+json", "format": "GeoJSON"},
+                {"@type": "dcat:Distribution", "title": "citysense API", "accessURL": f"{base}/docs",
+                 "format": "API", "description": "REST API with OpenAPI documentation"},
+            ],
+        })
+    return {
+        "@context": f"{POD}/catalog.jsonld",
+        "@id": f"{base}/data.json",
+        "@type": "dcat:Catalog",
+        "conformsTo": POD,
+        "describedBy": f"{POD}/catalog.json",
+        "dataset": datasets,
+    }
+
+
+@router.get("/v1/datasets/{dataset}.{fmt}", summary="Download a dataset (CSV or GeoJSON, streamed)",
+            responses={200: {"content": {"text/csv": {}, "application/geo+json": {}}}, 404: {"description": "No such dataset"}})
+async def download(
+    pool: PoolDep,
+    settings: SettingsDep,
+    dataset: Annotated[str, Path(pattern=r"^[a-z0-9-]{1,40}$", description="One of the identifiers in /data.json.")],
+    fmt: Annotated[Literal["csv", "geojson"], Path(description="csv or geojson")],
+    start: Annotated[datetime | None, Query(description="Inclusive, RFC 3339 (default: end − 1 day).")] = None,
+    end: Annotated[datetime | None, Query(description="Exclusive, RFC 3339 (default: now).")] = None,
+    metric: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z0-9_]+$", description="readings only")] = None,
+    csa: Annotated[str | None, Query(max_length=100)] = None,
+):
+    ds = DATASETS.get(dataset)
+    if ds is None:
+        raise Problem(404, f"no dataset {dataset!r}; /data.json lists them")
+    if csa is not None:
+        resolve(csa, None, None)
+    for name, t in (("start", start), ("end", end)):
+        if t is not None and t.tzinfo is None:
+            raise Problem(422, f"{name}: give a UTC offset (e.g. 2024-06-01T00:00:00Z)")
+    end = end or datetime.now(timezone.utc)
+    start = start or end - timedelta(days=1)
+    if start >= end:
+        raise Problem(422, "start must be before end")
+    if end - start > timedelta(days=settings.api_max_export_days):
+        raise Problem(422, f"an export may cover at most {settings.api_max_export_days} days; split it")
+    sql, params = sql_for(ds, {"start": start, "end": end, "metric": metric, "csa": csa, "tz": settings.timezone})
+    stamp = f"{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}" if ds.timed else datetime.now(timezone.utc).strftime("%Y%m%dT%H%M")
+    filename = f"citysense-{ds.id}-{stamp}.{fmt}"
+    body = _csv(pool, ds, sql, params) if fmt == "csv" else _geojson(pool, ds, sql, params)
+    return StreamingResponse(body, media_type="text/csv; charset=utf-8" if fmt == "csv" else "application/geo+json",
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+async def _rows(pool, sql: str, params: dict):
+    """Rows from a server-side cursor, a chunk at a time: the export never holds more than one chunk."""
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            async with conn.cursor(name="export") as cur:
+                cur.itersize = CHUNK_ROWS
+                await cur.execute(sql, params)
+                names = None
+                while True:
+                    rows = await cur.fetchmany(CHUNK_ROWS)
+                    if names is None:
+                        names = [c.name for c in cur.description]
+                    if not rows:
+                        return
+                    yield [dict(zip(names, r)) for r in rows]
+
+
+def _cell(v):
+    if isinstance(v, datetime):
+        return _iso(v)
+    return "" if v is None else v
+
+
+async def _csv(pool, ds, sql, params):
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(ds.columns)
+    async for chunk in _rows(pool, sql, params):
+        for row in chunk:
+            w.writerow([_cell(v) for v in shape(ds, row).values()])
+        yield buf.getvalue().encode()
+        buf.seek(0)
+        buf.truncate()
+    yield buf.getvalue().encode()
+
+
+async def _geojson(pool, ds, sql, params):
+    yield b'{"type":"FeatureCollection","features":['
+    first = True
+    async for chunk in _rows(pool, sql, params):
+        parts = []
+        for row in chunk:
+            props = {k: _cell(v) if isinstance(v, datetime) else v for k, v in shape(ds, dict(row)).items()}
+            parts.append(json.dumps({"type": "Feature", "geometry": geometry(ds, row), "properties": props},
+                                    separators=(",", ":"), default=str))
+        if parts:
+            yield (("" if first else ",") + ",".join(parts)).encode()
+            first = False
+    yield b"]}"
