@@ -53,12 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     problems.install(app)
     app.include_router(health.router)
-    app.include_router(devices.router)
-    app.include_router(readings.router)
-    app.include_router(catalogue.router)
-    app.include_router(aggregates.router)
-    app.include_router(qol.router)
-    app.include_router(opendata.router)
+    for module in (devices, readings, catalogue, aggregates, qol, opendata):
+        app.include_router(module.router, responses=problems.RESPONSES)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics():

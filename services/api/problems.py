@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from pydantic import BaseModel, Field
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -14,6 +15,29 @@ log = logging.getLogger("citysense.api")
 TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
           409: "Conflict", 413: "Payload too large", 422: "Invalid request", 500: "Internal server error",
           503: "Service unavailable"}
+
+
+class ProblemDocument(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[dict] | None = Field(None, description="For invalid requests: each problem and where it is.")
+
+
+def _doc(description: str) -> dict:
+    return {"description": description,
+            "content": {"application/problem+json": {"schema": ProblemDocument.model_json_schema()}}}
+
+
+#: Documented on every route: what a client may get back besides success.
+RESPONSES = {
+    400: _doc("Malformed request (an unreadable cursor, say)"),
+    404: _doc("No such device, metric, area or dataset"),
+    422: _doc("Invalid parameters or body: `errors` says which and why"),
+}
 
 
 class Problem(Exception):

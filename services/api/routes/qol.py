@@ -97,6 +97,8 @@ async def qol_noise(request: Request, pool: PoolDep, settings: SettingsDep, csa:
 
 
 @router.get("/v1/qol/summary", summary="One row per CSA, for maps",
+            responses={200: {"content": {"application/json": {}, "application/geo+json": {"schema": {"type": "object"}}},
+                             "description": "Rows (JSON), or a GeoJSON FeatureCollection with format=geojson"}},
             description="Per Community Statistical Area: AQI, heat index, the last 24 hours' noise Leq, and data "
                         "coverage. `format=geojson` answers a FeatureCollection with the CSA boundaries.")
 async def qol_summary(request: Request, pool: PoolDep, settings: SettingsDep, at: At = None,
