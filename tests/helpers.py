@@ -114,6 +114,8 @@ def service_env(dsn: str, mqtt_port: int, **extra) -> dict[str, str]:
         "CITYSENSE_INGEST_METRICS_PORT": str(free_port()),
         "CITYSENSE_INGEST_CLIENT_ID": unique("ingest"),
         "CITYSENSE_INGEST_BATCH_AGE_MS": "50",
+        "CITYSENSE_ROLLUP_INTERVAL_S": "0.5",
+        "CITYSENSE_API_CACHE_S": "0",  # tests read their own writes; the cache has its own test
         "CITYSENSE_API_PORT": str(free_port()),
         "CITYSENSE_ADMIN_TOKEN": "test-admin-token-0123456789",
         "CITYSENSE_ENVIRONMENT": "test",

@@ -31,7 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # instead of crash-looping; connections are made as soon as it is back.
         pool = AsyncConnectionPool(
             settings.dsn, min_size=1, max_size=settings.api_pool_size, open=False, timeout=10,
-            kwargs={"application_name": "citysense-api"},
+            kwargs={"application_name": "citysense-api", "options": "-c timezone=UTC"},
         )
         await pool.open(wait=False)
         app.state.pool = pool

@@ -130,7 +130,7 @@ class AggregatePage(Page[AggregatePublic]):
     bucket: str
     start: datetime = Field(description="Start of the first bucket (the requested start, rounded down to the bucket grid).")
     end: datetime = Field(description="End of the last bucket (the requested end, rounded up to the bucket grid).")
-    source: Literal["hourly_rollups", "raw"]
+    source: Literal["daily_rollups", "hourly_rollups", "raw"]
 
 
 class ScopePublic(BaseModel):

@@ -42,13 +42,9 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_api(args) -> int:
-    import uvicorn
+    from services.api.server import serve
 
-    from services.api.app import create_app
-
-    s = _settings()
-    uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_config=None, access_log=False)
-    return 0
+    return serve(_settings())
 
 
 def cmd_simulate(args) -> int:

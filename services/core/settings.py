@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     publisher: str = Field("Baltimore City Office of Information & Technology", description="Publisher named in data.json.")
     contact_name: str = Field("Baltimore City Open Data", description="Contact point named in data.json.")
     contact_email: str = Field("opendata@baltimorecity.gov", description="Contact e-mail in data.json.")
+    api_workers: int = Field(1, ge=1, le=64, description="API worker processes (each with its own pool and cache).")
     api_pool_size: int = Field(8, ge=1, le=200, description="Database connections in the API's pool.")
 
     # --- ingestor ------------------------------------------------------------------------------
@@ -91,6 +92,9 @@ class Settings(BaseSettings):
     ingest_metrics_host: str = Field("127.0.0.1", description="Address of the ingestor's metrics endpoint.")
     ingest_metrics_port: int = Field(9101, ge=0, le=65535, description="Prometheus metrics port of the ingestor (0: off).")
     ingest_retry_max_s: float = Field(30.0, gt=0, description="Cap of the back-off between database retries.")
+    rollup_interval_s: float = Field(
+        60.0, gt=0, le=3600, description="Seconds between two refreshes of the daily rollups by CSA (by the ingestor)."
+    )
     retention_raw_days: int = Field(
         365, ge=1, description="Raw readings and rejected messages older than this are dropped (drop_chunks)."
     )

@@ -18,6 +18,7 @@ from services.core.settings import Settings
 from services.ingest.metrics import IngestMetrics
 from services.ingest.mqtt import Subscriber
 from services.ingest.pipeline import Pipeline, PipelineConfig
+from services.ingest.rollups import RollupJob
 from services.ingest.validate import Window
 from services.ingest.writer import TransientError, Writer
 
@@ -70,14 +71,17 @@ def run(settings: Settings) -> int:
     subscriber = Subscriber(settings, inbox, metrics)
     pipeline = Pipeline(inbox, writer, subscriber.ack, metrics, pipeline_config(settings))
     worker = threading.Thread(target=pipeline.run, name="pipeline", daemon=True)
+    rollups = RollupJob(settings.dsn, settings.rollup_interval_s)
     subscriber.start()
     worker.start()
+    rollups.start()
     log.info("ingesting from %s as client %r", settings.mqtt_url, settings.ingest_client_id)
     while not stop.wait(0.5):
         if not worker.is_alive():
             log.error("the pipeline thread died; exiting so a supervisor restarts the ingestor")
             subscriber.stop()
             return 1
+    rollups.stop()
     pipeline.stop()
     worker.join()
     subscriber.stop()  # paho sends the queued acknowledgements before its DISCONNECT

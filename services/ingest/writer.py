@@ -6,8 +6,8 @@ NOTHING … RETURNING`` moves them into the hypertable; the rollups are updated 
 from the rows that statement really inserted, so a redelivered or duplicated reading changes neither
 the raw table nor the rollups, and is counted as a duplicate.
 
-Locks are always taken in one order (readings, then rollups, then devices, each sorted by key), so
-two ingestors writing overlapping batches wait for each other but never deadlock.
+Locks are always taken in one order (readings, hourly rollups, dirty-day marks, then devices, each
+sorted by key), so two ingestors writing overlapping batches wait for each other but never deadlock.
 """
 
 from __future__ import annotations
@@ -62,8 +62,13 @@ WITH inserted AS (
         max = GREATEST(r.max, EXCLUDED.max),
         energy = r.energy + EXCLUDED.energy
     RETURNING 1
+), dirty AS (
+    INSERT INTO rollup_dirty_days (day)
+    SELECT DISTINCT time_bucket('1 day', bucket) FROM hourly ORDER BY 1
+    ON CONFLICT DO NOTHING
+    RETURNING 1
 )
-SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM rolled)
+SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM rolled), (SELECT count(*) FROM dirty)
 """
 
 UPDATE_LAST_SEEN = """

@@ -70,10 +70,22 @@ def test_rollups_and_raw_agree_for_whole_hours(http, canton):
     assert sum(i["sum"] for i in mine(hourly)) == sum(i["sum"] for i in mine(quarter)) == 780
 
 
+def test_daily_rollups_by_csa_agree_with_the_hourly_path(http, canton):
+    hourly = agg(http, metric="traffic_count", bucket="1h", group_by="csa", csa="Canton")
+    total = sum(i["sum"] for i in hourly["items"])
+    daily = wait_until(lambda: (r := agg(http, metric="traffic_count", bucket="1d", group_by="csa", csa="Canton"))
+                       and r["items"] and r["items"][0]["sum"] == total and r, what="the daily rollup", timeout=30)
+    assert daily["source"] == "daily_rollups" and hourly["source"] == "hourly_rollups"
+    assert [i["group"] for i in daily["items"]] == ["Canton"]
+    assert daily["items"][0]["count"] == sum(i["count"] for i in hourly["items"])
+    by_device = agg(http, metric="traffic_count", bucket="1d", group_by="device", csa="Canton")
+    assert by_device["source"] == "hourly_rollups"
+
+
 def test_grouping_and_grid(http, canton):
-    r = agg(http, metric="traffic_count", bucket="1d", group_by="csa", csa="Canton")
-    assert [i["group"] for i in r["items"]] == ["Canton"]
+    r = agg(http, metric="traffic_count", bucket="1d", group_by="device", csa="Canton")
     assert datetime.fromisoformat(r["start"]) <= HOUR < datetime.fromisoformat(r["end"])
+    assert canton["traffic"] in [i["group"] for i in r["items"]]
     city = agg(http, metric="traffic_count", bucket="2h")
     assert all(i["group"] == "city" for i in city["items"])
 

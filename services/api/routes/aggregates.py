@@ -1,8 +1,9 @@
 """/v1/aggregates: readings in time buckets, by city, CSA, neighbourhood or device.
 
-Buckets of whole hours come from the hourly rollups the ingestor keeps (hours instead of readings:
-~60 times fewer rows at a one-minute reporting interval); shorter buckets from the raw hypertable. Either
-way start and end are widened to the bucket grid, so both paths give the same answer.
+Three sources, the cheapest that can answer: buckets of whole days by city or CSA come from the daily
+CSA rollups (refreshed by the ingestor about once a minute); other buckets of whole hours from the
+hourly rollups (kept in the same transaction as the readings); shorter buckets from the raw hypertable.
+Start and end are widened to the bucket grid, so every path gives the same answer.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from services.api import pagination
 from services.api.deps import PoolDep, SettingsDep
 from services.api.problems import Problem
+from services.api.responses import cached_json
 from services.api.routes.devices import _limit
 from services.api.schemas import AggregatePage, DeviceKind
 from services.api.scope import resolve
@@ -38,12 +40,25 @@ def parse_bucket(text: str) -> timedelta:
 
 
 def select_sql(source: str, aggregation: str, group: str, scope_sql: str, keyset: bool, kind: bool) -> str:
+    having = "WHERE (grp, b) > (%(after_group)s, %(after_bucket)s)" if keyset else ""
+    if source == "daily_rollups":
+        grp = "'city'" if group == "city" else "h.csa"
+        where = "TRUE" if scope_sql == "TRUE" else "h.csa = %(scope_name)s"
+        return f"""
+            SELECT b, grp, count, sum, min, max, energy FROM (
+                SELECT time_bucket(%(bucket)s, h.day) AS b, {grp} AS grp, sum(h.count)::bigint AS count,
+                       sum(h.sum) AS sum, min(h.min) AS min, max(h.max) AS max, sum(h.energy) AS energy
+                FROM readings_daily_csa h
+                WHERE h.metric_key = %(metric_key)s AND h.day >= %(start)s AND h.day < %(end)s AND {where}
+                GROUP BY 1, 2
+            ) a {having}
+            ORDER BY grp, b
+            LIMIT %(limit)s"""
     if source == "hourly_rollups":
         table, t, cnt, sm, mn, mx, en = "readings_hourly h", "h.bucket", "sum(h.count)", "sum(h.sum)", "min(h.min)", "max(h.max)", "sum(h.energy)"
     else:
         table, t, cnt, sm, mn, mx = "readings h", "h.time", "count(*)", "sum(h.value)", "min(h.value)", "max(h.value)"
         en = "sum(power(10::float8, h.value / 10))" if aggregation == "energy" else "NULL::float8"
-    having = "WHERE (grp, b) > (%(after_group)s, %(after_bucket)s)" if keyset else ""
     return f"""
         SELECT b, grp, count, sum, min, max, energy FROM (
             SELECT time_bucket(%(bucket)s, {t}) AS b, {GROUPS[group]} AS grp,
@@ -59,6 +74,7 @@ def select_sql(source: str, aggregation: str, group: str, scope_sql: str, keyset
 
 @router.get("/v1/aggregates", response_model=AggregatePage, summary="Readings in time buckets")
 async def aggregates(
+    request: Request,
     pool: PoolDep,
     settings: SettingsDep,
     metric: Annotated[str, Query(max_length=40, pattern=r"^[a-z0-9_]+$")],
@@ -79,17 +95,37 @@ async def aggregates(
     for name, t in (("start", start), ("end", end)):
         if t is not None and t.tzinfo is None:
             raise Problem(422, f"{name}: give a UTC offset (e.g. 2024-06-01T00:00:00Z)")
+    explicit_end, start_param = end is not None, start
     end = end or datetime.now(timezone.utc)
     start = start or end - timedelta(days=1)
     if start >= end:
         raise Problem(422, "start must be before end")
     whole_hours = size % timedelta(hours=1) == timedelta(0)
-    source = "hourly_rollups" if whole_hours else "raw"
+    whole_days = size % timedelta(days=1) == timedelta(0)
+    if whole_days and group_by in ("city", "csa") and neighbourhood is None and device_id is None and kind is None:
+        source = "daily_rollups"
+    else:
+        source = "hourly_rollups" if whole_hours else "raw"
     max_days = settings.api_max_aggregate_days if whole_hours else settings.api_max_range_days
     if end - start > timedelta(days=max_days):
         raise Problem(422, f"a {bucket} aggregate may cover at most {max_days} days"
                            + ("" if whole_hours else " (buckets of whole hours may cover more)"))
     after = pagination.decode(cursor, (str, str))
+    if after:
+        try:
+            after[1] = datetime.fromisoformat(after[1])
+        except ValueError:
+            raise Problem(400, "cursor is not valid: pass back the next_cursor of a previous page unchanged") from None
+    now = datetime.now(timezone.utc)
+    key = ("aggregates", metric, size, start_param, end if explicit_end else now.replace(second=0, microsecond=0), group_by,
+           scope, kind, limit, cursor)
+
+    async def compute():
+        return await _compute(pool, metric, size, bucket, start, end, group_by, scope, kind, limit, after, source)
+    return await cached_json(request, key, explicit_end and end < now - timedelta(hours=2), AggregatePage, compute)
+
+
+async def _compute(pool, metric, size, bucket, start, end, group_by, scope, kind, limit, after, source):
     scope_sql, params = scope.where()
     async with pool.connection() as conn:
         m = await (await conn.execute("SELECT metric_key, unit, aggregation FROM metrics WHERE metric = %s", (metric,))).fetchone()
@@ -102,7 +138,7 @@ async def aggregates(
             {"b": size, "s": start, "e": end})).fetchone()
         params.update(bucket=size, metric_key=metric_key, start=g0, end=g1, limit=limit + 1, kind=kind)
         if after:
-            params.update(after_group=after[0], after_bucket=datetime.fromisoformat(after[1]))
+            params.update(after_group=after[0], after_bucket=after[1])
         sql = select_sql(source, aggregation, group_by, scope_sql, bool(after), kind is not None)
         rows = await (await conn.execute(sql, params)).fetchall()
     items = [_item(r, aggregation) for r in rows[:limit]]

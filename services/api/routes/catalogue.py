@@ -9,6 +9,7 @@ from psycopg.rows import dict_row
 
 from services.api import pagination
 from services.api.deps import PoolDep, SettingsDep
+from services.api.responses import json_response
 from services.api.routes.devices import _limit
 from services.api.schemas import AreaPublic, MetricPublic, Page
 from services.core.areas import baltimore
@@ -23,7 +24,7 @@ async def list_metrics(pool: PoolDep):
         cur = await conn.cursor(row_factory=dict_row).execute(
             "SELECT metric, unit, description, min_value, max_value, aggregation FROM metrics ORDER BY metric_key")
         rows = await cur.fetchall()
-    return {"items": rows, "next_cursor": None}
+    return json_response(Page[MetricPublic], {"items": rows, "next_cursor": None})
 
 
 @router.get("/v1/areas", response_model=Page[AreaPublic], summary="Community Statistical Areas or neighbourhoods",
@@ -61,4 +62,4 @@ async def list_areas(
             "geometry": a.geometry if geometry else None,
         })
     next_cursor = pagination.encode([page[-1]]) if len(names) > limit else None
-    return {"items": items, "next_cursor": next_cursor}
+    return json_response(Page[AreaPublic], {"items": items, "next_cursor": next_cursor})

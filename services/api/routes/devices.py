@@ -12,6 +12,7 @@ from psycopg.types.json import Jsonb
 from services.api import pagination
 from services.api.deps import Admin, PoolDep, SettingsDep
 from services.api.problems import Problem
+from services.api.responses import json_response
 from services.api.schemas import DeviceCreate, DeviceKind, DevicePatch, DevicePublic, Page
 from services.core.areas import OutsideCity
 from services.core.catalogue import DEVICE_ID_PATTERN
@@ -49,7 +50,7 @@ async def list_devices(
     async with pool.connection() as conn:
         rows = await (await conn.cursor(row_factory=dict_row).execute(sql, params)).fetchall()
     next_cursor = pagination.encode([rows[limit - 1]["device_id"]]) if len(rows) > limit else None
-    return {"items": rows[:limit], "next_cursor": next_cursor}
+    return json_response(Page[DevicePublic], {"items": rows[:limit], "next_cursor": next_cursor})
 
 
 @router.get("/{device_id}", response_model=DevicePublic, summary="One device",
@@ -60,7 +61,7 @@ async def get_device(device_id: DeviceId, pool: PoolDep):
         row = await cur.fetchone()
     if row is None:
         raise Problem(404, f"no device {device_id!r}")
-    return row
+    return json_response(DevicePublic, row)
 
 
 @router.post("", response_model=DevicePublic, status_code=201, dependencies=[Admin], summary="Register a device",
@@ -108,6 +109,8 @@ async def update_device(device_id: DeviceId, body: DevicePatch, pool: PoolDep):
                                neighbourhood=loc["neighbourhood"], csa=loc["csa"])
             if "metadata" in changes:
                 changes["metadata"] = Jsonb(changes["metadata"])
+            if changes.get("csa", row["csa"]) != row["csa"]:
+                await _mark_days(conn, device_id)
             if changes:
                 # Column names come from the model's fixed field set, never from the request.
                 assignments = ", ".join(f"{k} = %({k})s" for k in changes)
@@ -123,6 +126,7 @@ async def update_device(device_id: DeviceId, body: DevicePatch, pool: PoolDep):
 async def delete_device(device_id: DeviceId, pool: PoolDep):
     async with pool.connection() as conn:
         async with conn.transaction():
+            await _mark_days(conn, device_id)
             row = await (await conn.execute("DELETE FROM devices WHERE device_id = %s RETURNING device_key",
                                             (device_id,))).fetchone()
             if row is None:
@@ -130,6 +134,15 @@ async def delete_device(device_id: DeviceId, pool: PoolDep):
             await conn.execute("DELETE FROM readings WHERE device_key = %s", (row[0],))
             await conn.execute("DELETE FROM readings_hourly WHERE device_key = %s", (row[0],))
     return Response(status_code=204)
+
+
+async def _mark_days(conn, device_id: str) -> None:
+    """The device's days go back to the daily-rollup job, to be attributed to its new CSA (or to none)."""
+    await conn.execute("""
+        INSERT INTO rollup_dirty_days (day)
+        SELECT DISTINCT time_bucket('1 day', h.bucket) FROM readings_hourly h JOIN devices d USING (device_key)
+        WHERE d.device_id = %s ORDER BY 1
+        ON CONFLICT DO NOTHING""", (device_id,))
 
 
 def _limit(limit: int | None, settings) -> int:

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
 
 from services.api.deps import PoolDep, SettingsDep
-from services.api.opendata import DATASETS, geometry, shape, sql_for
+from services.api.opendata import DATASETS, formatter, geometry, sql_for
 from services.api.problems import Problem
 from services.api.scope import resolve
 from services.core.areas import baltimore
@@ -121,36 +121,36 @@ async def download(
                              headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-async def _rows(pool, sql: str, params: dict):
-    """Rows from a server-side cursor, a chunk at a time: the export never holds more than one chunk."""
+async def _chunks(pool, ds, sql: str, params: dict):
+    """Published rows from a server-side cursor, a chunk at a time: the export never holds more than
+    one chunk, however many rows it streams."""
     async with pool.connection() as conn:
         async with conn.transaction():
             async with conn.cursor(name="export") as cur:
                 cur.itersize = CHUNK_ROWS
                 await cur.execute(sql, params)
-                names = None
+                shape = None
                 while True:
                     rows = await cur.fetchmany(CHUNK_ROWS)
-                    if names is None:
-                        names = [c.name for c in cur.description]
+                    if shape is None:
+                        shape = formatter(ds, [c.name for c in cur.description])
                     if not rows:
                         return
-                    yield [dict(zip(names, r)) for r in rows]
+                    yield [shape(r) for r in rows]
 
 
 def _cell(v):
     if isinstance(v, datetime):
-        return _iso(v)
-    return "" if v is None else v
+        return v.isoformat().replace("+00:00", "Z")
+    return v
 
 
 async def _csv(pool, ds, sql, params):
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(ds.columns)
-    async for chunk in _rows(pool, sql, params):
-        for row in chunk:
-            w.writerow([_cell(v) for v in shape(ds, row).values()])
+    async for chunk in _chunks(pool, ds, sql, params):
+        w.writerows([[_cell(v) for v in row] for row in chunk])
         yield buf.getvalue().encode()
         buf.seek(0)
         buf.truncate()
@@ -160,11 +160,11 @@ async def _csv(pool, ds, sql, params):
 async def _geojson(pool, ds, sql, params):
     yield b'{"type":"FeatureCollection","features":['
     first = True
-    async for chunk in _rows(pool, sql, params):
+    async for chunk in _chunks(pool, ds, sql, params):
         parts = []
         for row in chunk:
-            props = {k: _cell(v) if isinstance(v, datetime) else v for k, v in shape(ds, dict(row)).items()}
-            parts.append(json.dumps({"type": "Feature", "geometry": geometry(ds, row), "properties": props},
+            props = dict(zip(ds.columns, (_cell(v) for v in row)))
+            parts.append(json.dumps({"type": "Feature", "geometry": geometry(ds, props), "properties": props},
                                     separators=(",", ":"), default=str))
         if parts:
             yield (("" if first else ",") + ",".join(parts)).encode()

@@ -7,10 +7,10 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
 
 from services.api.deps import PoolDep, SettingsDep
 from services.api.problems import Problem
+from services.api.responses import cached_json
 from services.api.qol import indicators
 from services.api.qol.aqi import AQI_POLLUTANTS
 from services.api.qol.data import hourly_means, latest_values
@@ -25,10 +25,6 @@ Csa = Annotated[str | None, Query(max_length=100, description="A Community Stati
 Hood = Annotated[str | None, Query(max_length=100, description="A neighbourhood (see /v1/areas?level=neighbourhood).")]
 Device = Annotated[str | None, Query(pattern=DEVICE_ID_PATTERN)]
 At = Annotated[datetime | None, Query(description="A past moment, RFC 3339 (default: now).")]
-
-
-def _cache(request: Request):
-    return request.app.state.cache
 
 
 def _past(at: datetime | None) -> bool:
@@ -59,7 +55,7 @@ async def qol_aqi(request: Request, pool: PoolDep, settings: SettingsDep, csa: C
     async def compute():
         async with pool.connection() as conn:
             return await compute_aqi(conn, scope, t)
-    return await _cache(request).get(key, _past(at), compute)
+    return await cached_json(request, key, _past(at), AQIPublic, compute)
 
 
 @router.get("/v1/qol/heat-index", response_model=HeatIndexPublic, summary="US NWS heat index")
@@ -74,7 +70,7 @@ async def qol_heat(request: Request, pool: PoolDep, csa: Csa = None, neighbourho
     async def compute():
         async with pool.connection() as conn:
             return await compute_heat(conn, scope, t)
-    return await _cache(request).get(key, _past(at), compute)
+    return await cached_json(request, key, _past(at), HeatIndexPublic, compute)
 
 
 @router.get("/v1/qol/noise", response_model=NoisePublic, summary="Noise levels: Leq, Lden, Lnight")
@@ -93,7 +89,7 @@ async def qol_noise(request: Request, pool: PoolDep, settings: SettingsDep, csa:
         async with pool.connection() as conn:
             hours = await hourly_means(conn, scope, ("noise_laeq",), start, end, energy=True)
         return {"scope": scope.public(), "date": day, **indicators.area_noise(hours["noise_laeq"], start, end, tz)}
-    return await _cache(request).get(("noise", scope, day, floor_hour(t)), _past(at), compute)
+    return await cached_json(request, ("noise", scope, day, floor_hour(t)), _past(at), NoisePublic, compute)
 
 
 @router.get("/v1/qol/summary", summary="One row per CSA, for maps",
@@ -104,16 +100,18 @@ async def qol_noise(request: Request, pool: PoolDep, settings: SettingsDep, csa:
 async def qol_summary(request: Request, pool: PoolDep, settings: SettingsDep, at: At = None,
                       format: Literal["json", "geojson"] = "json"):
     t = moment(at)
-
-    async def compute():
-        return await summary_rows(pool, t)
-    rows = await _cache(request).get(("summary", floor_hour(t) if at is None else t), _past(at), compute)
+    key = ("summary", format, floor_hour(t) if at is None else t)
     if format == "json":
-        return {"items": rows, "next_cursor": None}
-    areas = baltimore().csas
-    features = [{"type": "Feature", "geometry": areas[r["csa"]].geometry, "properties": r} for r in rows]
-    return JSONResponse(jsonable({"type": "FeatureCollection", "features": features}),
-                        media_type="application/geo+json")
+        async def rows():
+            return {"items": await summary_rows(pool, t), "next_cursor": None}
+        return await cached_json(request, key, _past(at), dict, rows)
+
+    async def features():
+        areas = baltimore().csas
+        return {"type": "FeatureCollection",
+                "features": [{"type": "Feature", "geometry": areas[r["csa"]].geometry, "properties": r}
+                             for r in await summary_rows(pool, t)]}
+    return await cached_json(request, key, _past(at), dict, features, media_type="application/geo+json")
 
 
 async def summary_rows(pool, at: datetime) -> list[dict]:
@@ -144,12 +142,6 @@ async def summary_rows(pool, at: datetime) -> list[dict]:
             "devices": n, "devices_reporting": fresh, "coverage": round(fresh / n, 3) if n else None,
         })
     return rows
-
-
-def jsonable(doc):
-    from fastapi.encoders import jsonable_encoder
-
-    return jsonable_encoder(doc)
 
 
 @router.get("/v1/status/freshness", summary="How fresh the data is, by device kind and CSA",

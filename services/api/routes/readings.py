@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from psycopg.rows import dict_row
 
-from services.api import pagination
+from services.api import keys, pagination
 from services.api.deps import PoolDep, SettingsDep
 from services.api.problems import Problem
+from services.api.responses import json_response
 from services.api.routes.devices import _limit
 from services.api.schemas import Page, ReadingPublic
 from services.core.catalogue import DEVICE_ID_PATTERN
@@ -55,17 +56,17 @@ async def list_readings(
     params: dict = {"start": start, "end": end, "limit": limit + 1}
     async with pool.connection() as conn:
         if device_id is not None:
-            row = await (await conn.execute("SELECT device_key FROM devices WHERE device_id = %s", (device_id,))).fetchone()
-            if row is None:
+            key = await keys.device(conn, device_id)
+            if key is None:
                 raise Problem(404, f"no device {device_id!r}")
             where.append("r.device_key = %(device_key)s")
-            params["device_key"] = row[0]
+            params["device_key"] = key
         if metric is not None:
-            row = await (await conn.execute("SELECT metric_key FROM metrics WHERE metric = %s", (metric,))).fetchone()
-            if row is None:
+            key = await keys.metric(conn, metric)
+            if key is None:
                 raise Problem(404, f"no metric {metric!r} in the catalogue (see /v1/metrics)")
             where.append("r.metric_key = %(metric_key)s")
-            params["metric_key"] = row[0]
+            params["metric_key"] = key
         if after:
             where.append("(r.time, r.device_key, r.metric_key) > (%(t)s, %(dk)s, %(mk)s)")
             params.update(t=after[0], dk=after[1], mk=after[2])
@@ -81,4 +82,4 @@ async def list_readings(
     if len(rows) > limit:
         last = rows[limit - 1]
         next_cursor = pagination.encode([last["time"].isoformat(), last["device_key"], last["metric_key"]])
-    return {"items": rows[:limit], "next_cursor": next_cursor}
+    return json_response(Page[ReadingPublic], {"items": rows[:limit], "next_cursor": next_cursor})
