@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psycopg
 
-from benchmarks.common import (METRICS5, RESULTS, Stack, count_readings, median, percentile, python_module,
+from benchmarks.common import (METRICS5, Stack, count_readings, median, percentile, python_module,
                                register_devices, truncate, write_messages)
 from services.core.stack import free_port, wait_for_port
 

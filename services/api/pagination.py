@@ -25,7 +25,8 @@ def decode(cursor: str | None, shape: tuple[type, ...]) -> list | None:
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise Problem(400, "cursor is not valid: pass back the next_cursor of a previous page unchanged") from None
     if not isinstance(key, list) or len(key) != len(shape) or not all(
-        isinstance(v, t) and not isinstance(v, bool) for v, t in zip(key, shape)
+        isinstance(v, t) and not isinstance(v, bool) and (not isinstance(v, str) or v.isprintable())
+        for v, t in zip(key, shape)
     ):
         raise Problem(400, "cursor is not valid: pass back the next_cursor of a previous page unchanged")
     return key

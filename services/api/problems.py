@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field
 from fastapi.exceptions import RequestValidationError
@@ -69,6 +70,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         return problem_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(psycopg.errors.DataError)
+    async def _data(request: Request, exc: psycopg.errors.DataError):
+        # Validation should have caught it; the database's refusal is still the client's input.
+        log.warning("database refused a value on %s: %s", request.url.path, exc.diag.message_primary)
+        return problem_response(422, f"a value in the request cannot be stored or compared: {exc.diag.message_primary}")
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception):

@@ -33,8 +33,11 @@ class DeviceCreate(BaseModel):
     def _small(cls, v: dict) -> dict:
         import json
 
-        if len(json.dumps(v)) > 4096:
+        text = json.dumps(v)
+        if len(text) > 4096:
             raise ValueError("metadata is larger than 4 KiB")
+        if "\\u0000" in text:
+            raise ValueError("metadata may not contain NUL characters")
         return v
 
 
@@ -83,8 +86,11 @@ class DevicePatch(BaseModel):
     def _small(cls, v):
         import json
 
-        if v is not None and len(json.dumps(v)) > 4096:
+        text = json.dumps(v) if v is not None else ""
+        if len(text) > 4096:
             raise ValueError("metadata is larger than 4 KiB")
+        if "\\u0000" in text:
+            raise ValueError("metadata may not contain NUL characters")
         return v
 
 

@@ -48,7 +48,9 @@ def cmd_api(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from simulators.run import run
+    from simulators import run as sim
+    from simulators.faults import FAULTS, FaultRates
+    from simulators.fleet import build_fleet, write_fleet
 
     overrides = {}
     if args.devices is not None:
@@ -57,7 +59,26 @@ def cmd_simulate(args) -> int:
         overrides["sim_interval_s"] = args.interval
     if args.seed is not None:
         overrides["sim_seed"] = args.seed
-    return run(_settings(**overrides), duration_s=args.duration, register=not args.no_register)
+    s = _settings(**overrides)
+    if args.write_fleet:
+        write_fleet(build_fleet(s.sim_devices, s.sim_seed))
+        return 0
+    if args.replay:
+        return sim.replay(s, args.replay, speed=args.speed, record=args.record)
+    if args.load:
+        if not args.rate:
+            sys.exit("citysense simulate --load needs --rate (messages per second)")
+        sim.load(s, args.rate, args.duration or 30, connections=args.connections, register=not args.no_register)
+        return 0
+    rates = {name: getattr(args, f"fault_{name}") for name in FAULTS}
+    for name, value in rates.items():
+        if not 0 <= value <= 1:
+            sys.exit(f"citysense simulate: --fault-{name.replace('_', '-')} is a share between 0 and 1")
+    if sum(rates.values()) > 1:
+        sys.exit("citysense simulate: the fault rates add up to more than 1")
+    return sim.run(s, duration_s=args.duration, register=not args.no_register, rate=args.rate,
+                   faults=FaultRates(rates, silent=args.silent), record=args.record,
+                   backfill_s=args.backfill_hours * 3600, outage_rate=args.outage_rate)
 
 
 def cmd_up(args) -> int:
@@ -92,9 +113,25 @@ def main(argv: list[str] | None = None) -> int:
     sim = sub.add_parser("simulate", help="register and run a simulated fleet of devices")
     sim.add_argument("--devices", type=int, help="number of devices (CITYSENSE_SIM_DEVICES)")
     sim.add_argument("--interval", type=float, help="seconds between two readings of a device (CITYSENSE_SIM_INTERVAL_S)")
+    sim.add_argument("--rate", type=float, help="messages per second for the whole fleet (overrides --interval)")
     sim.add_argument("--seed", type=int, help="random seed (CITYSENSE_SIM_SEED)")
     sim.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: run until stopped)")
     sim.add_argument("--no-register", action="store_true", help="do not register the fleet's devices first")
+    sim.add_argument("--backfill-hours", type=float, default=0.0, help="first publish this much history, as fast as possible")
+    sim.add_argument("--outage-rate", type=float, default=0.0, help="outages per device per hour (will, buffering, backlog)")
+    sim.add_argument("--silent", type=float, default=0.0, help="share of devices that never report")
+    sim.add_argument("--record", help="append one JSON line per message sent (and what must become of it) to this file")
+    from simulators.faults import FAULTS
+
+    for name, reason in FAULTS.items():
+        outcome = f"rejected as {reason}" if reason else "sent twice, stored once"
+        sim.add_argument(f"--fault-{name.replace('_', '-')}", dest=f"fault_{name}", type=float, default=0.0,
+                         metavar="SHARE", help=f"share of messages with this fault ({outcome})")
+    sim.add_argument("--load", action="store_true", help="load mode: --rate messages/s over shared connections for --duration s")
+    sim.add_argument("--connections", type=int, default=4, help="load mode: MQTT connections")
+    sim.add_argument("--replay", metavar="CSV", help="publish readings from a CSV file (time, device, metric, value)")
+    sim.add_argument("--speed", type=float, default=0.0, help="replay: times real time (0: as fast as possible)")
+    sim.add_argument("--write-fleet", action="store_true", help="write simulators/baltimore_fleet.json for --devices and --seed")
     sub.add_parser("settings", help="print the table of settings")
     args = p.parse_args(argv)
     logs.setup()

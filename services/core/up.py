@@ -112,7 +112,13 @@ def up(settings: Settings, simulator: bool = True) -> int:
         cli = [sys.executable, "-m", "services.core.cli"]
         children = [Child("ingestor", [*cli, "ingest"], env), Child("API", [*cli, "api"], env)]
         if simulator:
-            children.append(Child("simulator", [*cli, "simulate"], env))
+            # On a fresh database the fleet first backfills a day, so AQI (NowCast), noise (Lden) and
+            # daily cycles have something to show from the first minute.
+            import psycopg
+
+            with psycopg.connect(cluster.dsn) as conn:
+                empty = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM readings)").fetchone()[0]
+            children.append(Child("simulator", [*cli, "simulate", *(["--backfill-hours", "24"] if empty else [])], env))
         for child in children:
             child.start()
         _record_pids(home / "run.pids", [broker.process.pid, *(c.proc.pid for c in children)])

@@ -47,6 +47,11 @@ def test_bad_bodies_get_a_problem_naming_the_field(http, admin, body, where):
     assert where in r.json()["detail"]
 
 
+def test_nul_in_metadata_is_refused(http, admin):
+    r = create(http, admin, device_id=unique("wx"), metadata={"note": "a\x00b"})
+    assert r.status_code == 422 and "NUL" in r.text
+
+
 def test_nan_in_json_body_is_refused(http, admin):
     r = http.post("/v1/devices", headers={**admin, "content-type": "application/json"},
                   content=b'{"device_id": "nan-dev", "kind": "noise", "latitude": NaN, "longitude": -76.6}')
@@ -74,7 +79,9 @@ def test_listing_pages_through_every_device_once(http, admin):
 
 
 @pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 10**6}, {"limit": "many"}, {"cursor": "not-a-cursor"},
-                                    {"status": "asleep"}, {"kind": "volcano"}])
+                                    {"status": "asleep"}, {"kind": "volcano"},
+                                    {"neighbourhood": "Canton\x00"},  # found by the fuzzer: PostgreSQL refuses NUL
+                                    {"cursor": "WyJhXHUwMDAwIl0"}])  # a cursor holding ["a\u0000"]
 def test_bad_list_parameters_are_4xx_problems(http, params):
     r = http.get("/v1/devices", params=params)
     assert 400 <= r.status_code < 500
@@ -92,6 +99,8 @@ def test_unknown_device_is_404(http):
     {"start": "2024-01-01T00:00:00"},  # no offset
     {"start": "yesterday"},
     {"metric": "PM25; DROP TABLE readings"},
+    {"device_id": "x1", "end": "0001-01-01T00:00:00Z"},  # found by the fuzzer: end − 1 day overflowed
+    {"start": "2150-01-01T00:00:00Z"},
 ])
 def test_bad_reading_queries_are_refused(http, params):
     r = http.get("/v1/readings", params=params)

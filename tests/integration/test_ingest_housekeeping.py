@@ -4,7 +4,6 @@ import logging
 import time
 
 import psycopg
-import pytest
 
 from services.ingest.pipeline import RateLimitedLog
 from services.ingest.writer import Writer

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 
-import psycopg
 import pytest
 
 from tests.conftest import make_broker, make_cluster

@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 
+from datetime import datetime, timedelta, timezone
+
 import httpx
 import pytest
 
@@ -24,9 +26,12 @@ def start_up(home, ports, *args):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def readings_of(base, device_id):
+def readings_of(base, device_id, since=None):
+    params = {"device_id": device_id, "limit": 1000}
+    if since is not None:
+        params["start"] = since.isoformat()
     try:
-        r = httpx.get(f"{base}/v1/readings", params={"device_id": device_id, "limit": 1000}, timeout=10)
+        r = httpx.get(f"{base}/v1/readings", params=params, timeout=10)
     except httpx.HTTPError:  # not up yet
         return 0
     return len(r.json()["items"]) if r.status_code == 200 else 0
@@ -48,8 +53,11 @@ def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path):
         devices = wait_until(fleet, timeout=120, interval=1, what="the simulated fleet in /v1/devices")
         assert len({d["csa"] for d in devices}) > 30  # spread over the city
         device_id = devices[0]["device_id"]
-        first = wait_until(lambda: readings_of(base, device_id), timeout=30, what="a first reading")
-        wait_until(lambda: readings_of(base, device_id) > first, timeout=30, what="more readings")
+        since = datetime.now(timezone.utc)
+        first = wait_until(lambda: readings_of(base, device_id, since), timeout=60, what="a first live reading")
+        wait_until(lambda: readings_of(base, device_id, since) > first, timeout=30, what="more readings")
+        # the first run backfilled a day, so the quality-of-life answers have data at once
+        assert readings_of(base, device_id, since - timedelta(hours=20)) > first
         metrics = httpx.get(f"http://127.0.0.1:{ports['metrics']}/metrics").text
         assert "citysense_ingest_readings_stored_total" in metrics
     finally:
@@ -65,7 +73,7 @@ def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path):
     # a second run keeps the data
     proc = start_up(home, ports, "--no-simulator")
     try:
-        wait_until(lambda: readings_of(base, device_id) > first, timeout=60, interval=1, what="the earlier readings")
+        wait_until(lambda: readings_of(base, device_id, since) >= first, timeout=60, interval=1, what="the earlier readings")
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=90)

@@ -20,7 +20,7 @@ from services.api.problems import Problem
 from services.api.responses import cached_json
 from services.api.routes.devices import _limit
 from services.api.schemas import AggregatePage, DeviceKind
-from services.api.scope import resolve
+from services.api.scope import CsaParam, NeighbourhoodParam, resolve, time_range
 from services.core.catalogue import DEVICE_ID_PATTERN
 
 router = APIRouter(tags=["aggregates"])
@@ -82,8 +82,8 @@ async def aggregates(
     start: Annotated[datetime | None, Query(description="Inclusive, RFC 3339 (default: end − 1 day).")] = None,
     end: Annotated[datetime | None, Query(description="Exclusive, RFC 3339 (default: now).")] = None,
     group_by: Literal["city", "csa", "neighbourhood", "device"] = "city",
-    csa: Annotated[str | None, Query(max_length=100)] = None,
-    neighbourhood: Annotated[str | None, Query(max_length=100)] = None,
+    csa: CsaParam = None,
+    neighbourhood: NeighbourhoodParam = None,
     device_id: Annotated[str | None, Query(pattern=DEVICE_ID_PATTERN)] = None,
     kind: DeviceKind | None = None,
     limit: Annotated[int | None, Query(ge=1)] = None,
@@ -92,14 +92,7 @@ async def aggregates(
     limit = _limit(limit, settings)
     size = parse_bucket(bucket)
     scope = resolve(csa, neighbourhood, device_id)
-    for name, t in (("start", start), ("end", end)):
-        if t is not None and t.tzinfo is None:
-            raise Problem(422, f"{name}: give a UTC offset (e.g. 2024-06-01T00:00:00Z)")
     explicit_end, start_param = end is not None, start
-    end = end or datetime.now(timezone.utc)
-    start = start or end - timedelta(days=1)
-    if start >= end:
-        raise Problem(422, "start must be before end")
     whole_hours = size % timedelta(hours=1) == timedelta(0)
     whole_days = size % timedelta(days=1) == timedelta(0)
     if whole_days and group_by in ("city", "csa") and neighbourhood is None and device_id is None and kind is None:
@@ -107,9 +100,8 @@ async def aggregates(
     else:
         source = "hourly_rollups" if whole_hours else "raw"
     max_days = settings.api_max_aggregate_days if whole_hours else settings.api_max_range_days
-    if end - start > timedelta(days=max_days):
-        raise Problem(422, f"a {bucket} aggregate may cover at most {max_days} days"
-                           + ("" if whole_hours else " (buckets of whole hours may cover more)"))
+    start, end = time_range(start, end, max_days, too_wide=f"a {bucket} aggregate may cover at most {max_days} days"
+                            + ("" if whole_hours else " (buckets of whole hours may cover more)"))
     after = pagination.decode(cursor, (str, str))
     if after:
         try:

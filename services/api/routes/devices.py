@@ -13,6 +13,7 @@ from services.api import pagination
 from services.api.deps import Admin, PoolDep, SettingsDep
 from services.api.problems import Problem
 from services.api.responses import json_response
+from services.api.scope import CsaParam, NeighbourhoodParam
 from services.api.schemas import DeviceCreate, DeviceKind, DevicePatch, DevicePublic, Page
 from services.core.areas import OutsideCity
 from services.core.catalogue import DEVICE_ID_PATTERN
@@ -30,8 +31,8 @@ async def list_devices(
     pool: PoolDep,
     settings: SettingsDep,
     kind: DeviceKind | None = None,
-    csa: Annotated[str | None, Query(max_length=100, description="Community Statistical Area name.")] = None,
-    neighbourhood: Annotated[str | None, Query(max_length=100)] = None,
+    csa: CsaParam = None,
+    neighbourhood: NeighbourhoodParam = None,
     status: Literal["online", "offline", "unknown"] | None = None,
     limit: Annotated[int | None, Query(ge=1, description="Page size (at most CITYSENSE_API_MAX_PAGE_SIZE).")] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,

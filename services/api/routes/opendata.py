@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from services.api.deps import PoolDep, SettingsDep
 from services.api.opendata import DATASETS, formatter, geometry, sql_for
 from services.api.problems import Problem
-from services.api.scope import resolve
+from services.api.scope import CsaParam, resolve, time_range
 from services.core.areas import baltimore
 
 router = APIRouter(tags=["open data"])
@@ -97,22 +97,14 @@ async def download(
     start: Annotated[datetime | None, Query(description="Inclusive, RFC 3339 (default: end − 1 day).")] = None,
     end: Annotated[datetime | None, Query(description="Exclusive, RFC 3339 (default: now).")] = None,
     metric: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z0-9_]+$", description="readings only")] = None,
-    csa: Annotated[str | None, Query(max_length=100)] = None,
+    csa: CsaParam = None,
 ):
     ds = DATASETS.get(dataset)
     if ds is None:
         raise Problem(404, f"no dataset {dataset!r}; /data.json lists them")
     if csa is not None:
         resolve(csa, None, None)
-    for name, t in (("start", start), ("end", end)):
-        if t is not None and t.tzinfo is None:
-            raise Problem(422, f"{name}: give a UTC offset (e.g. 2024-06-01T00:00:00Z)")
-    end = end or datetime.now(timezone.utc)
-    start = start or end - timedelta(days=1)
-    if start >= end:
-        raise Problem(422, "start must be before end")
-    if end - start > timedelta(days=settings.api_max_export_days):
-        raise Problem(422, f"an export may cover at most {settings.api_max_export_days} days; split it")
+    start, end = time_range(start, end, settings.api_max_export_days)
     sql, params = sql_for(ds, {"start": start, "end": end, "metric": metric, "csa": csa, "tz": settings.timezone})
     stamp = f"{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}" if ds.timed else datetime.now(timezone.utc).strftime("%Y%m%dT%H%M")
     filename = f"citysense-{ds.id}-{stamp}.{fmt}"

@@ -9,20 +9,19 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Query, Request
 
 from services.api.deps import PoolDep, SettingsDep
-from services.api.problems import Problem
 from services.api.responses import cached_json
 from services.api.qol import indicators
 from services.api.qol.aqi import AQI_POLLUTANTS
 from services.api.qol.data import hourly_means, latest_values
 from services.api.schemas import AQIPublic, DeviceKind, HeatIndexPublic, NoisePublic
-from services.api.scope import Scope, floor_hour, moment, resolve
+from services.api.scope import CsaParam, NeighbourhoodParam, Scope, floor_hour, moment, resolve
 from services.core.areas import baltimore
 from services.core.catalogue import DEVICE_ID_PATTERN
 
 router = APIRouter(tags=["quality of life"])
 
-Csa = Annotated[str | None, Query(max_length=100, description="A Community Statistical Area (see /v1/areas).")]
-Hood = Annotated[str | None, Query(max_length=100, description="A neighbourhood (see /v1/areas?level=neighbourhood).")]
+Csa = CsaParam
+Hood = NeighbourhoodParam
 Device = Annotated[str | None, Query(pattern=DEVICE_ID_PATTERN)]
 At = Annotated[datetime | None, Query(description="A past moment, RFC 3339 (default: now).")]
 

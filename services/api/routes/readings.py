@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -14,23 +14,10 @@ from services.api.problems import Problem
 from services.api.responses import json_response
 from services.api.routes.devices import _limit
 from services.api.schemas import Page, ReadingPublic
+from services.api.scope import time_range
 from services.core.catalogue import DEVICE_ID_PATTERN
 
 router = APIRouter(prefix="/v1/readings", tags=["readings"])
-
-
-def time_range(start: datetime | None, end: datetime | None, max_days: int, default: timedelta) -> tuple[datetime, datetime]:
-    """A bounded [start, end) range: no request may scan unbounded data."""
-    for name, t in (("start", start), ("end", end)):
-        if t is not None and t.tzinfo is None:
-            raise Problem(422, f"{name}: give a UTC offset (e.g. 2024-06-01T00:00:00Z)")
-    end = end or datetime.now(timezone.utc)
-    start = start or end - default
-    if start >= end:
-        raise Problem(422, "start must be before end")
-    if end - start > timedelta(days=max_days):
-        raise Problem(422, f"the range from start to end may cover at most {max_days} days")
-    return start, end
 
 
 @router.get("", response_model=Page[ReadingPublic], summary="Raw readings")
@@ -45,7 +32,7 @@ async def list_readings(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ):
     limit = _limit(limit, settings)
-    start, end = time_range(start, end, settings.api_max_range_days, timedelta(days=1))
+    start, end = time_range(start, end, settings.api_max_range_days)
     after = pagination.decode(cursor, (str, int, int))
     if after:
         try:
