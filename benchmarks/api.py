@@ -193,7 +193,7 @@ def process_tree_peak_rss_mb(pid: int) -> float:
 
 
 def run(readings: int = 20_000_000, devices: int = 1000, days: int = 365, seconds: int = 10,
-        export_readings: int = 10_000_000, workers: int = 2, log=print) -> dict:
+        export_readings: int = 10_000_000, workers: int = 1, log=print) -> dict:
     from benchmarks.common import stack as make_stack
 
     result: dict = {"devices": devices, "days": days, "connections": 16, "seconds": seconds, "tool": "wrk",

@@ -11,7 +11,7 @@ from psycopg.rows import dict_row
 from services.api import keys, pagination
 from services.api.deps import PoolDep, SettingsDep
 from services.api.problems import Problem
-from services.api.responses import json_response
+from services.api.responses import rows_response
 from services.api.routes.devices import _limit
 from services.api.schemas import Page, ReadingPublic
 from services.api.scope import time_range
@@ -69,4 +69,6 @@ async def list_readings(
     if len(rows) > limit:
         last = rows[limit - 1]
         next_cursor = pagination.encode([last["time"].isoformat(), last["device_key"], last["metric_key"]])
-    return json_response(Page[ReadingPublic], {"items": rows[:limit], "next_cursor": next_cursor})
+    for r in rows:
+        del r["device_key"], r["metric_key"]
+    return rows_response({"items": rows[:limit], "next_cursor": next_cursor})
