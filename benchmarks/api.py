@@ -133,7 +133,7 @@ def wrk(url: str, seconds: int, connections: int = 16) -> dict:
     if exe is None:
         raise RuntimeError("wrk is not installed: run `make bench` (it installs it)")
     subprocess.run([exe, "-t2", f"-c{connections}", "-d1s", url], capture_output=True)  # warm-up
-    out = subprocess.run([exe, "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+    out = subprocess.run([exe, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "--latency", url],
                          capture_output=True, text=True, check=True).stdout
     lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", out, re.M))
     if "99" not in lat:

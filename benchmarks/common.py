@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import pwd
 import shutil
 import statistics
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 import psycopg
 
 from services.core.migrate import migrate
-from services.core.stack import MosquittoBroker, PostgresCluster, free_port
+from services.core.stack import MosquittoBroker, PostgresCluster, free_port, owned_dir
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -42,27 +41,18 @@ class Stack:
         return self.broker.port
 
 
-def _owned_dir(root: Path, name: str, owner: str) -> Path:
-    d = root / name
-    d.mkdir()
-    u = pwd.getpwnam(owner)
-    os.chown(d, u.pw_uid, u.pw_gid)
-    os.chmod(d, 0o700)
-    return d
-
-
 @contextmanager
 def stack():
     root = Path(tempfile.mkdtemp(prefix="citysense-bench-"))
     os.chmod(root, 0o755)
-    cluster = PostgresCluster(_owned_dir(root, "pg", "postgres"), free_port(), root / "secrets.env")
+    cluster = PostgresCluster(owned_dir(root, "pg", "postgres"), free_port(), root / "secrets.env")
     cluster.init()
     with open(cluster.data_dir / "postgresql.conf", "a") as f:
         # Benchmarks keep synchronous_commit on: the ingestor's promise is "acknowledged once durable".
         f.write("max_wal_size = 4GB\ncheckpoint_timeout = 30min\n")
     cluster.start()
     migrate(cluster.dsn)
-    broker = MosquittoBroker(_owned_dir(root, "mq", "mosquitto"), free_port())
+    broker = MosquittoBroker(owned_dir(root, "mq", "mosquitto"), free_port())
     broker.start()
     try:
         yield Stack(root, cluster, broker)

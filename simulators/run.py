@@ -149,8 +149,13 @@ def run(settings: Settings, duration_s: float | None = None, register: bool = Tr
         seq[d.device_id] += 1
         link.publish(msg)
         recorder(msg, now)
-    for device_id in list(offline):  # back online before leaving, so nothing buffered is lost
-        links.connect(links.links[device_id])
+    for device_id, (_, buffered) in offline.items():  # back online before leaving: nothing buffered is lost
+        link = links.links[device_id]
+        links.connect(link)
+        if buffered:
+            msg = backlog(next(d for d in active if d.device_id == device_id), buffered, seed)
+            link.publish(msg)
+            recorder(msg, time.time())
     ok = links.flush()
     for link in links.links.values():
         if link.online:
@@ -191,6 +196,17 @@ def _backfill(fleet: list[SimDevice], links: Fleet, now: float, span_s: float, s
     log.info("backfilled %.1f h for %d devices", span_s / 3600, len(fleet))
 
 
+def _shared_client(settings: Settings, name: str) -> mqtt.Client:
+    """A publishing connection that speaks for many devices (load and replay modes)."""
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"{name}-{time.time_ns()}",
+                    protocol=mqtt.MQTTv5)
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    c.connect(settings.mqtt_host, settings.mqtt_port_from_url)
+    c.loop_start()
+    return c
+
+
 def load(settings: Settings, rate: float, duration_s: float, connections: int = 4, register: bool = True,
          stop: threading.Event | None = None, fleet_file: Path | None | str = "default") -> dict:
     """Load mode: the fleet's topics at ``rate`` messages per second over a few shared connections.
@@ -201,15 +217,7 @@ def load(settings: Settings, rate: float, duration_s: float, connections: int = 
     if register:
         register_fleet(settings.dsn, fleet)
     stop = stop or _stop_event()
-    clients = []
-    for k in range(connections):
-        c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"sim-load-{k}-{time.time_ns()}",
-                        protocol=mqtt.MQTTv5)
-        c.max_inflight_messages_set(1000)
-        c.max_queued_messages_set(0)
-        c.connect(settings.mqtt_host, settings.mqtt_port_from_url)
-        c.loop_start()
-        clients.append(c)
+    clients = [_shared_client(settings, f"sim-load-{k}") for k in range(connections)]
     infos, seqs = [], [0] * len(fleet)
     start = time.time()
     i = 0
@@ -246,12 +254,7 @@ def replay(settings: Settings, path: str, speed: float = 0.0, record: str | None
     ingestor rejects the others as unknown_device, as it should)."""
     stop = stop or _stop_event()
     recorder = Recorder(record)
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"sim-replay-{time.time_ns()}",
-                    protocol=mqtt.MQTTv5)
-    c.max_inflight_messages_set(1000)
-    c.max_queued_messages_set(0)
-    c.connect(settings.mqtt_host, settings.mqtt_port_from_url)
-    c.loop_start()
+    c = _shared_client(settings, "sim-replay")
     infos = []
     first_t = wall0 = None
 

@@ -5,7 +5,6 @@ them as real processes."""
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,17 +13,8 @@ import httpx
 import pytest
 
 from services.core.migrate import migrate
-from services.core.stack import MosquittoBroker, PostgresCluster, free_port, wait_for_port
+from services.core.stack import MosquittoBroker, PostgresCluster, free_port, owned_dir, wait_for_port
 from tests.helpers import Publisher, Service, service_env, wait_until
-
-
-def _service_dir(root: Path, name: str, owner: str) -> Path:
-    d = root / name
-    d.mkdir()
-    user = pwd.getpwnam(owner)
-    os.chown(d, user.pw_uid, user.pw_gid)
-    os.chmod(d, 0o700)
-    return d
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +26,7 @@ def workdir():
 
 
 def make_cluster(workdir: Path, name: str) -> PostgresCluster:
-    cluster = PostgresCluster(_service_dir(workdir, name, "postgres"), free_port(), workdir / f"{name}.secrets")
+    cluster = PostgresCluster(owned_dir(workdir, name, "postgres"), free_port(), workdir / f"{name}.secrets")
     cluster.init()
     cluster.start()
     migrate(cluster.dsn)
@@ -44,7 +34,7 @@ def make_cluster(workdir: Path, name: str) -> PostgresCluster:
 
 
 def make_broker(workdir: Path, name: str) -> MosquittoBroker:
-    broker = MosquittoBroker(_service_dir(workdir, name, "mosquitto"), free_port())
+    broker = MosquittoBroker(owned_dir(workdir, name, "mosquitto"), free_port())
     broker.start()
     return broker
 

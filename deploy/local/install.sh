@@ -111,12 +111,15 @@ esac
 apt_install mosquitto mosquitto-clients
 extras="${CITYSENSE_EXTRAS:-test}"
 case ",$extras," in *,bench,*) apt_install wrk ;; esac
-# The packaged broker starts a system service on port 1883; citysense runs its own broker from its own
-# config, so the system one is stopped and disabled where a service manager exists.
+# The packaged broker may start as a system service on port 1883; citysense runs its own broker from its
+# own config, so the system one (and only it: not a broker of a running `citysense up`) is stopped.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
   systemctl disable --now mosquitto >/dev/null 2>&1 || true
 fi
-pkill -x -u mosquitto mosquitto 2>/dev/null || true
+if [ -f /run/mosquitto/mosquitto.pid ]; then
+  kill "$(cat /run/mosquitto/mosquitto.pid)" 2>/dev/null || true
+  rm -f /run/mosquitto/mosquitto.pid
+fi
 
 # Python: a virtual environment with the project installed (editable) and its test extras. Reinstalled
 # only when pyproject.toml changes.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
@@ -11,6 +12,18 @@ from services.core.catalogue import DEVICE_ID_PATTERN
 
 DeviceKind = Literal["air_quality", "noise", "weather", "traffic", "water"]
 T = TypeVar("T")
+
+
+def check_metadata(v: dict | None) -> dict | None:
+    """Device metadata is free-form but bounded (4 KiB as JSON) and storable (jsonb refuses NUL)."""
+    if v is None:
+        return v
+    text = json.dumps(v)
+    if len(text) > 4096:
+        raise ValueError("metadata is larger than 4 KiB")
+    if "\\u0000" in text:
+        raise ValueError("metadata may not contain NUL characters")
+    return v
 
 
 class Page(BaseModel, Generic[T]):
@@ -28,17 +41,7 @@ class DeviceCreate(BaseModel):
     interval_s: int = Field(60, ge=1, le=7 * 86400, description="Seconds between two reports when healthy.")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form (make, firmware…), at most 4 KiB as JSON.")
 
-    @field_validator("metadata")
-    @classmethod
-    def _small(cls, v: dict) -> dict:
-        import json
-
-        text = json.dumps(v)
-        if len(text) > 4096:
-            raise ValueError("metadata is larger than 4 KiB")
-        if "\\u0000" in text:
-            raise ValueError("metadata may not contain NUL characters")
-        return v
+    _metadata = field_validator("metadata")(lambda cls, v: check_metadata(v))
 
 
 class DevicePublic(BaseModel):
@@ -81,17 +84,7 @@ class DevicePatch(BaseModel):
     interval_s: int | None = Field(None, ge=1, le=7 * 86400)
     metadata: dict[str, Any] | None = None
 
-    @field_validator("metadata")
-    @classmethod
-    def _small(cls, v):
-        import json
-
-        text = json.dumps(v) if v is not None else ""
-        if len(text) > 4096:
-            raise ValueError("metadata is larger than 4 KiB")
-        if "\\u0000" in text:
-            raise ValueError("metadata may not contain NUL characters")
-        return v
+    _metadata = field_validator("metadata")(lambda cls, v: check_metadata(v))
 
 
 class MetricPublic(BaseModel):

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
         description="MQTT 5 receive maximum: unacknowledged messages the broker may send the ingestor.",
     )
     ingest_batch_size: int = Field(500, ge=1, le=65535, description="Flush a batch at this many messages…")
-    ingest_batch_age_ms: int = Field(200, ge=1, le=60_000, description="…or when its oldest message is this old.")
+    ingest_batch_age_ms: int = Field(100, ge=1, le=60_000, description="…or when its oldest message is this old.")
     ingest_max_payload_bytes: int = Field(65536, ge=64, description="Larger payloads are rejected as `too_large`.")
     ingest_max_readings_per_message: int = Field(
         2000, ge=1, description="A message carrying more readings is rejected as `too_many_readings`."

@@ -96,6 +96,17 @@ def service_dir(home: Path, name: str, owner: str) -> Path:
     return target
 
 
+def owned_dir(root: Path, name: str, owner: str) -> Path:
+    """A new private directory ``root/name`` owned by a service user (throw-away stacks: tests,
+    benchmarks). ``root`` itself must be reachable by that user."""
+    d = root / name
+    d.mkdir()
+    user = pwd.getpwnam(owner)
+    os.chown(d, user.pw_uid, user.pw_gid)
+    os.chmod(d, 0o700)
+    return d
+
+
 def find_pg_bin() -> Path:
     """The newest installed PostgreSQL server that has the TimescaleDB extension."""
     candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parts[-3]), reverse=True)

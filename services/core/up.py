@@ -18,6 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psycopg
+
 from services.core.migrate import migrate
 from services.core.settings import Settings
 from services.core.stack import MosquittoBroker, PostgresCluster, StackError, require_free_port, service_dir
@@ -114,13 +116,13 @@ def up(settings: Settings, simulator: bool = True) -> int:
         if simulator:
             # On a fresh database the fleet first backfills a day, so AQI (NowCast), noise (Lden) and
             # daily cycles have something to show from the first minute.
-            import psycopg
-
             with psycopg.connect(cluster.dsn) as conn:
                 empty = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM readings)").fetchone()[0]
             children.append(Child("simulator", [*cli, "simulate", *(["--backfill-hours", "24"] if empty else [])], env))
         for child in children:
             child.start()
+        if simulator:  # a restarted simulator carries on live; the history is already there
+            children[-1].args = [*cli, "simulate"]
         _record_pids(home / "run.pids", [broker.process.pid, *(c.proc.pid for c in children)])
 
         api = f"http://{settings.api_host}:{settings.api_port}"
@@ -166,7 +168,7 @@ def up(settings: Settings, simulator: bool = True) -> int:
 def _stop_all(children: list[Child], broker, cluster, home: Path) -> None:
     """Stop in reverse order of start: what produces data first, the database last."""
     for child in reversed(children):
-            child.stop()
+        child.stop()
     if broker:
         broker.stop()
     if cluster and cluster.running():

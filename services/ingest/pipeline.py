@@ -30,7 +30,7 @@ log = logging.getLogger("citysense.ingest.pipeline")
 @dataclass(frozen=True)
 class PipelineConfig:
     batch_size: int = 500
-    batch_age_s: float = 0.2
+    batch_age_s: float = 0.1
     max_payload_bytes: int = 65536
     max_readings: int = 2000
     window: Window = Window(30 * 86400, 300)

@@ -41,7 +41,7 @@ WITH inserted AS (
     INSERT INTO readings (time, device_key, metric_key, value, flags)
     SELECT to_timestamp(t), device_key, metric_key, value, flags
     FROM staging_readings
-    ORDER BY device_key, metric_key, t
+    ORDER BY device_key, t, metric_key
     ON CONFLICT DO NOTHING
     RETURNING time, device_key, metric_key, value
 ), hourly AS (
