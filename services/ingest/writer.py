@@ -150,6 +150,9 @@ class Writer:
     UNKNOWN_DEVICE_TTL = 5.0
     #: Seconds between two reloads of the whole registry, so a decommissioned device becomes unknown.
     REGISTRY_TTL = 30.0
+    #: last_seen is written when it advances by at least this much: freshness is judged against
+    #: reporting intervals of a minute and more, and a row update per device per batch is costly.
+    LAST_SEEN_STEP_S = 15.0
 
     def __init__(self, dsn: str, connect_timeout: float = 5.0):
         self._dsn = dsn
@@ -159,6 +162,7 @@ class Writer:
         self._devices: dict[str, int] = {}
         self._devices_until = 0.0
         self._unknown: dict[str, float] = {}
+        self._last_seen: dict[int, float] = {}  # what this writer last wrote, per device key
 
     # -- connection -------------------------------------------------------------------------
     @property
@@ -256,8 +260,10 @@ class Writer:
                         for r in batch.readings:
                             if r.time > seen.get(r.device_key, 0.0):
                                 seen[r.device_key] = r.time
-                        keys = sorted(seen)
-                        cur.execute(UPDATE_LAST_SEEN, (keys, [seen[k] for k in keys]))
+                        keys = sorted(k for k, t in seen.items()
+                                      if t >= self._last_seen.get(k, 0.0) + self.LAST_SEEN_STEP_S)
+                        if keys:
+                            cur.execute(UPDATE_LAST_SEEN, (keys, [seen[k] for k in keys]))
                 if batch.statuses:
                     with conn.cursor() as cur:
                         for s in sorted(batch.statuses, key=lambda s: (s.device_key, s.time)):
@@ -273,6 +279,9 @@ class Writer:
             if is_transient(exc) or conn.closed:
                 raise self._fail(exc) from exc
             raise
+        if batch.readings:
+            for k in keys:
+                self._last_seen[k] = seen[k]
         return WriteResult(stored=stored, duplicates=len(batch.readings) - stored, rejected=len(batch.rejected))
 
     def drop_old_chunks(self, raw_days: int) -> int:
