@@ -202,6 +202,32 @@ def run_citysense(stack: Stack, path: Path, n: int, processes: int = 1, profile_
             "loadgen_msg_per_s": sent["sent"] / sent["seconds"]}
 
 
+def run_drain(stack: Stack, path: Path, n: int, processes: int) -> dict:
+    """Scale-out without the load generator in the way: the messages are published while the
+    ingestors' sessions exist but are offline (the broker queues them, split over a shared
+    subscription's members), then the ingestors start and drain them. Timed from their launch
+    (Python start-up included) to the last commit."""
+    group = f"drain{time.time_ns()}" if processes > 1 else None
+    client_ids = [f"bench-drain-{i}-{time.time_ns()}" for i in range(processes)]
+    for proc, _ in [_start_ingestor(stack, cid, group) for cid in client_ids]:
+        _stop(proc)  # the sessions (and their subscriptions) stay
+    _loadgen_result(_loadgen(stack, path))
+    start = time.time()
+    ingestors = [_start_ingestor(stack, cid, group) for cid in client_ids]
+    deadline = time.monotonic() + 600
+    while sum(_metric(p, "citysense_ingest_readings_stored_total") for _, p in ingestors) < 5 * n:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the ingestors did not drain the backlog within 10 minutes")
+        time.sleep(0.25)
+    end = max(_metric(p, "citysense_ingest_last_write_timestamp_seconds") for _, p in ingestors)
+    for (proc, _), client_id in zip(ingestors, client_ids):
+        _stop(proc)
+        forget_session(stack.mqtt_port, client_id)
+    stored = count_readings(stack.dsn)
+    assert stored == 5 * n, f"drain stored {stored} of {5 * n}"
+    return {"processes": processes, "messages": n, "seconds": end - start, "msg_per_s": n / (end - start)}
+
+
 def run_lag(stack: Stack, devices: list[str], rate: float, seconds: float, tmp: Path) -> dict:
     """Publish at a steady ``rate`` with each payload stamped with its publish time; the lag is the
     time its rows were inserted (clock_timestamp(), inside the committing transaction) minus that."""
@@ -298,6 +324,10 @@ def run(n: int = 50_000, devices: int = 1000, repeats: int = 3, naive_n: int = 1
             truncate(st.dsn)
         for k, v in runs.items():
             results[k] = {"runs": v, "msg_per_s": median([x["msg_per_s"] for x in v])}
+        for procs in (1, 2):
+            log(f"  draining a backlog, {procs} process{'es' if procs > 1 else ''}")
+            results[f"drain_{procs}"] = run_drain(st, path, n, procs)
+            truncate(st.dsn)
         log("  database COPY")
         results["copy"] = run_copy(st, n)
         truncate(st.dsn)
@@ -320,6 +350,7 @@ def run(n: int = 50_000, devices: int = 1000, repeats: int = 3, naive_n: int = 1
         "citysense_vs_c_clients": c1 / results["broker_c"]["msg_per_s"],
         "citysense_vs_naive": c1 / results["naive"]["msg_per_s"],
         "two_vs_one_process": results["citysense_2"]["msg_per_s"] / c1,
+        "two_vs_one_draining": results["drain_2"]["msg_per_s"] / results["drain_1"]["msg_per_s"],
     }
     return results
 

@@ -35,16 +35,18 @@ def ingest_table(r: dict) -> list[str]:
         f"| naive bridge (INSERT per reading, commit per message; {fmt(r['naive']['messages'])} messages) | {fmt(r['naive']['msg_per_s'])} | {fmt(5 * r['naive']['msg_per_s'])} | {r['naive']['msg_per_s'] / c1:.2f}× |",
         f"| **citysense ingestor, 1 process** | **{fmt(c1)}** | **{fmt(5 * c1)}** | 1.00× |",
         f"| citysense ingestor, 2 processes (shared subscription) | {fmt(r['citysense_2']['msg_per_s'])} | {fmt(5 * r['citysense_2']['msg_per_s'])} | {r['citysense_2']['msg_per_s'] / c1:.2f}× |",
+        f"| citysense, 1 process, draining a queued backlog (no load generator running) | {fmt(r['drain_1']['msg_per_s'])} | {fmt(5 * r['drain_1']['msg_per_s'])} | {r['drain_1']['msg_per_s'] / c1:.2f}× |",
+        f"| citysense, 2 processes, draining a queued backlog | {fmt(r['drain_2']['msg_per_s'])} | {fmt(5 * r['drain_2']['msg_per_s'])} | {r['drain_2']['msg_per_s'] / c1:.2f}× |",
         "",
         f"- citysense ÷ bare paho: **{r['ratios']['citysense_vs_paho']:.0%}** (target ≥ 70 %); "
-        f"÷ C clients: {r['ratios']['citysense_vs_c_clients']:.0%}; ÷ naive: **{r['ratios']['citysense_vs_naive']:.1f}×** (target ≥ 6×); "
-        f"2 processes ÷ 1: {r['ratios']['two_vs_one_process']:.2f}× (target > 1).",
+        f"÷ C clients: {r['ratios']['citysense_vs_c_clients']:.0%}; ÷ naive: **{r['ratios']['citysense_vs_naive']:.1f}×** (target ≥ 6×).",
+        f"- 2 processes ÷ 1 (target > 1): **{r['ratios']['two_vs_one_draining']:.2f}×** draining a backlog; "
+        f"{r['ratios']['two_vs_one_process']:.2f}× end to end, where the load generator (one Python process, "
+        f"{fmt(r['paho']['runs'][0]['loadgen_msg_per_s'])} msg/s) is the wall: one ingestor already keeps up with it.",
         f"- Lag from publish to commit at {fmt(r['lag']['rate_msg_per_s'])} msg/s (half the measured rate), "
         f"{fmt(r['lag']['messages'])} messages: p50 {fmt(r['lag']['p50_ms'])} ms, **p99 {fmt(r['lag']['p99_ms'])} ms** "
         f"(target ≤ 1,000 ms), max {fmt(r['lag']['max_ms'])} ms.",
         f"- Ingestor peak RSS: **{r['peak_rss_mb']:.0f} MB** (target ≤ 200 MB).",
-        f"- The load generator (a Python paho publisher in its own process) reached "
-        f"{fmt(r['paho']['runs'][0]['loadgen_msg_per_s'])} msg/s in the bare-paho round.",
     ]
     prof = r.get("profile")
     if prof and prof.get("by_area"):
