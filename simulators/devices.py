@@ -85,4 +85,4 @@ def backlog(device: SimDevice, times: list[float], seed: int) -> Message:
                for t in times]
     body, ctype = payload(device, entries)
     stored = sorted(m for _, values in entries for m in values)
-    return Message(topic(device.device_id), body, device.device_id, None, stored, None, ctype)
+    return Message(topic(device.device_id), body, device.device_id, None, stored, None, ctype, backlog=True)

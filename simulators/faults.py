@@ -61,6 +61,7 @@ class Message:
     rejected: str | None  # the rejection reason expected, if any
     content_type: str | None = None
     copies: int = 1  # a duplicate is sent twice
+    backlog: bool = False  # readings buffered during an outage
 
 
 def spoil(fault: str, readings: dict[str, float]) -> tuple[dict[str, object], list[str]]:

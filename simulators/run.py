@@ -71,7 +71,7 @@ class Recorder:
         if self._f:
             self._f.write(json.dumps({"t": round(t, 3), "topic": msg.topic, "device_id": msg.device_id,
                                       "fault": msg.fault, "stored": msg.stored, "rejected": msg.rejected,
-                                      "copies": msg.copies, "bytes": len(msg.payload)}) + "\n")
+                                      "copies": msg.copies, "backlog": msg.backlog, "bytes": len(msg.payload)}) + "\n")
 
     def close(self) -> None:
         if self._f:
@@ -88,10 +88,11 @@ def _stop_event() -> threading.Event:
 
 def run(settings: Settings, duration_s: float | None = None, register: bool = True, *,
         rate: float | None = None, faults: FaultRates | None = None, record: str | None = None,
-        backfill_s: float = 0.0, outage_rate: float = 0.0, fleet_file: Path | None | str = "default",
-        stop: threading.Event | None = None) -> int:
+        backfill_s: float = 0.0, outage_rate: float = 0.0, outage_s: tuple[float, float] = (120.0, 600.0),
+        fleet_file: Path | None | str = "default", stop: threading.Event | None = None) -> int:
     """Live mode. ``rate``: messages per second for the whole fleet (else each device every
-    CITYSENSE_SIM_INTERVAL_S); ``outage_rate``: outages per device per hour."""
+    CITYSENSE_SIM_INTERVAL_S); ``outage_rate``: outages per device per hour, each lasting between
+    ``outage_s`` seconds."""
     from simulators.fleet import FLEET_FILE
 
     n, seed = settings.sim_devices, settings.sim_seed
@@ -143,7 +144,8 @@ def run(settings: Settings, duration_s: float | None = None, register: bool = Tr
                 recorder(msg, now)
         elif outage_rate and _chance(seed, d.device_id, int(now / interval), outage_rate * interval / 3600):
             links.disconnect(link, with_will=True)
-            offline[d.device_id] = (now + 120 + 480 * _chance_value(seed, d.device_id, now), [])
+            low, high = outage_s
+            offline[d.device_id] = (now + low + (high - low) * _chance_value(seed, d.device_id, now), [])
             continue
         msg = message(d, now, seq[d.device_id], seed, faults)
         seq[d.device_id] += 1

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: run until stopped)")
     sim.add_argument("--no-register", action="store_true", help="do not register the fleet's devices first")
     sim.add_argument("--backfill-hours", type=float, default=0.0, help="first publish this much history, as fast as possible")
-    sim.add_argument("--outage-rate", type=float, default=0.0, help="outages per device per hour (will, buffering, backlog)")
+    sim.add_argument("--outage-rate", type=float, default=0.0, help="outages per device per hour, each 2-10 min (last will, buffering, backlog on return)")
     sim.add_argument("--silent", type=float, default=0.0, help="share of devices that never report")
     sim.add_argument("--record", help="append one JSON line per message sent (and what must become of it) to this file")
     from simulators.faults import FAULTS
