@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 
 import psycopg
-from psycopg import errors as pgerrors
 
 from services.core.catalogue import Metric, load_metrics
 from services.ingest.validate import Reading
@@ -99,13 +98,11 @@ class TransientError(Exception):
 
 
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) and not isinstance(
-        exc, pgerrors.QueryCanceled
-    ):
-        sqlstate = getattr(exc, "sqlstate", None)
-        return sqlstate is None or sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES or sqlstate == "55P03"
+    """Worth retrying: a transient SQLSTATE class, or a connection failure that carries no SQLSTATE."""
     sqlstate = getattr(exc, "sqlstate", None)
-    return bool(sqlstate) and (sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES or sqlstate == "55P03")
+    if sqlstate:
+        return sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES or sqlstate == "55P03"
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
 @dataclass(slots=True)

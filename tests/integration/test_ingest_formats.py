@@ -146,8 +146,8 @@ def test_rollups_equal_an_aggregate_recomputed_from_raw(dsn, publisher, ingestor
         if i % 5 == 0:  # duplicates must not count twice
             publisher.readings(noise, {"time": t, "readings": {"noise_laeq": 40 + (i * 7) % 45}}, wait=False)
     publisher.readings(air, {"time": hour, "readings": {"pm25": 1}})
+    # the rollups commit in the same transaction as the raw rows: once these are in, so are they
     wait_until(lambda: len(readings_of(dsn, noise)) == 60 and len(readings_of(dsn, air)) == 60)
-    time.sleep(0.5)
     raw = rows(dsn, """
         SELECT d.device_id, time_bucket('1 hour', r.time) AS b, count(*), sum(value), min(value), max(value),
                10 * log(avg(power(10, value / 10)))
