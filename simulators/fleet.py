@@ -13,13 +13,16 @@ import json
 import math
 import random
 from dataclasses import asdict, dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from shapely.geometry import Point
 
 from services.core.areas import baltimore
 
-FLEET_FILE = Path(__file__).resolve().parent / "baltimore_fleet.json"
+#: The fleet shipped with citysense (package data); CITYSENSE_SIM_FLEET_FILE names another.
+FLEET_FILE = files("simulators") / "baltimore_fleet.json"
 
 KIND_SHARES = (("air_quality", 0.30), ("noise", 0.25), ("weather", 0.20), ("traffic", 0.15), ("water", 0.10))
 KIND_PREFIX = {"air_quality": "aq", "noise": "nz", "weather": "wx", "traffic": "tc", "water": "wl"}
@@ -121,7 +124,7 @@ def build_fleet(n: int, seed: int = 1, prefix: str = "sim") -> list[SimDevice]:
     return fleet
 
 
-def write_fleet(fleet: list[SimDevice], path: Path = FLEET_FILE) -> None:
+def write_fleet(fleet: list[SimDevice], path: Path) -> None:
     doc = {"about": "citysense's simulated Baltimore fleet. Edit freely: device_id, kind, position, interval_s "
                     "(seconds between reports), format (native|senml), clock_skew_s, firmware, quirks "
                     "(kelvin, ug_ascii, backlog).",
@@ -129,10 +132,10 @@ def write_fleet(fleet: list[SimDevice], path: Path = FLEET_FILE) -> None:
     path.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
 
 
-def load_fleet(n: int | None = None, seed: int = 1, path: Path | None = FLEET_FILE) -> list[SimDevice]:
+def load_fleet(n: int | None = None, seed: int = 1, path: Path | Traversable | None = FLEET_FILE) -> list[SimDevice]:
     """The first ``n`` devices of the fleet file; more are built (seeded) when it holds fewer."""
     fleet: list[SimDevice] = []
-    if path is not None and path.exists():
+    if path is not None and path.is_file():
         fleet = [SimDevice(**d) for d in json.loads(path.read_text())["devices"]]
     if n is None:
         return fleet

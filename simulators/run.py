@@ -56,6 +56,19 @@ def register_fleet(dsn: str, fleet: list[SimDevice], min_interval_s: float = 0) 
     return new
 
 
+def _fleet_path(settings: Settings, fleet_file):
+    """``"default"``: the settings' fleet file, else the one shipped with citysense; None: build it."""
+    from simulators.fleet import FLEET_FILE
+
+    if fleet_file != "default":
+        return fleet_file
+    if settings.sim_fleet_file is not None:
+        if not settings.sim_fleet_file.is_file():
+            raise SystemExit(f"citysense simulate: CITYSENSE_SIM_FLEET_FILE {settings.sim_fleet_file} is not a file")
+        return settings.sim_fleet_file
+    return FLEET_FILE
+
+
 class Recorder:
     """What was sent, one JSON line per message (or nothing, without a path)."""
 
@@ -93,10 +106,8 @@ def run(settings: Settings, duration_s: float | None = None, register: bool = Tr
     """Live mode. ``rate``: messages per second for the whole fleet (else each device every
     CITYSENSE_SIM_INTERVAL_S); ``outage_rate``: outages per device per hour, each lasting between
     ``outage_s`` seconds."""
-    from simulators.fleet import FLEET_FILE
-
     n, seed = settings.sim_devices, settings.sim_seed
-    fleet = load_fleet(n, seed, FLEET_FILE if fleet_file == "default" else fleet_file)
+    fleet = load_fleet(n, seed, _fleet_path(settings, fleet_file))
     interval = n / rate if rate else settings.sim_interval_s
     faults = faults or FaultRates({})
     stop = stop or _stop_event()
@@ -213,9 +224,7 @@ def load(settings: Settings, rate: float, duration_s: float, connections: int = 
          stop: threading.Event | None = None, fleet_file: Path | None | str = "default") -> dict:
     """Load mode: the fleet's topics at ``rate`` messages per second over a few shared connections.
     Returns what it achieved (messages acknowledged by the broker per second)."""
-    from simulators.fleet import FLEET_FILE
-
-    fleet = load_fleet(settings.sim_devices, settings.sim_seed, FLEET_FILE if fleet_file == "default" else fleet_file)
+    fleet = load_fleet(settings.sim_devices, settings.sim_seed, _fleet_path(settings, fleet_file))
     if register:
         register_fleet(settings.dsn, fleet)
     stop = stop or _stop_event()

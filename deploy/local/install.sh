@@ -7,10 +7,16 @@
 #       Debian 12 ships none: build Debian 13's own timescaledb source package against the installed
 #       server, from a deb-src line for trixie that reuses the mirror already in the apt sources.
 #   - Mosquitto broker and its C clients (the tests and benchmarks use both).
+#   - Every other program the test suite calls: wrk (the benchmarks' smoke test), promtool (Debian's
+#     prometheus package: the alerting rules), systemd-analyze (the unit files), openssl.
 #   - A Python virtual environment in .venv with the project and its test extras.
 #
+# Packages that carry a daemon (mosquitto, prometheus) are installed without starting it, and left
+# disabled when this script installed them: citysense runs its own broker on its own ports. A system
+# service that was already there is left alone.
+#
 # Environment: CITYSENSE_VENV (default: <repo>/.venv), CITYSENSE_PYTHON (default: python3),
-# CITYSENSE_EXTRAS (default: test; `make bench` adds bench, and wrk from Debian).
+# CITYSENSE_EXTRAS (default: test; `make bench` adds bench).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -42,7 +48,20 @@ apt_install() {
     apt_updated=1
   fi
   log "apt-get install ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # No daemon starts during the install (policy-rc.d 101: "action forbidden"), unless a policy exists.
+  local policy=/usr/sbin/policy-rc.d own_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; own_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || { [ $own_policy = 1 ] && rm -f "$policy"; return 1; }
+  [ $own_policy = 1 ] && rm -f "$policy"
+  # Daemons this run installed stay off: citysense starts its own instances on its own ports.
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    for p in "${missing[@]}"; do
+      case "$p" in mosquitto|prometheus) systemctl disable --now "$p" >/dev/null 2>&1 || true ;; esac
+    done
+  fi
 }
 
 # The Debian mirror this machine already uses (deb822 or one-line sources), never a host of our own.
@@ -108,18 +127,8 @@ case "$codename" in
   *) log "unsupported release '$codename' (Debian 12 bookworm or 13 trixie)"; exit 1 ;;
 esac
 
-apt_install mosquitto mosquitto-clients
+apt_install mosquitto mosquitto-clients wrk prometheus systemd openssl
 extras="${CITYSENSE_EXTRAS:-test}"
-case ",$extras," in *,bench,*) apt_install wrk ;; esac
-# The packaged broker may start as a system service on port 1883; citysense runs its own broker from its
-# own config, so the system one (and only it: not a broker of a running `citysense up`) is stopped.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
-  systemctl disable --now mosquitto >/dev/null 2>&1 || true
-fi
-if [ -f /run/mosquitto/mosquitto.pid ]; then
-  kill "$(cat /run/mosquitto/mosquitto.pid)" 2>/dev/null || true
-  rm -f /run/mosquitto/mosquitto.pid
-fi
 
 # Python: a virtual environment with the project installed (editable) and its test extras. Reinstalled
 # only when pyproject.toml changes.

@@ -73,6 +73,13 @@ class Health(BaseModel):
     database: Literal["ok", "unavailable"]
 
 
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    database: Literal["ok", "unavailable"]
+    schema_: Literal["current", "behind", "unknown"] = Field(alias="schema")
+    detail: str | None = Field(description="Why the API is not ready, when it is not.")
+
+
 class DevicePatch(BaseModel):
     """Fields an operator may change; a new position is placed in its neighbourhood and CSA again."""
 

@@ -32,20 +32,22 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _worker(settings: Settings, sock: socket.socket) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    uvicorn.Server(_config(settings)).run(sockets=[sock])
+
+
+def _config(settings: Settings) -> uvicorn.Config:
     from services.api.app import create_app
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+    # Forwarded headers are honoured only from the proxies the settings trust.
+    return uvicorn.Config(create_app(settings), log_config=None, access_log=False, lifespan="on",
+                          proxy_headers=True, forwarded_allow_ips=settings.api_forwarded_allow_ips)
 
 
 def serve(settings: Settings) -> int:
     sock = _listen(settings.api_host, settings.api_port)
     if settings.api_workers == 1:
-        from services.api.app import create_app
-
-        config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, lifespan="on")
-        uvicorn.Server(config).run(sockets=[sock])
+        uvicorn.Server(_config(settings)).run(sockets=[sock])
         return 0
     ctx = multiprocessing.get_context("fork")
     workers = [ctx.Process(target=_worker, args=(settings, sock), name=f"api-{i}") for i in range(settings.api_workers)]

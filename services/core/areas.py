@@ -9,14 +9,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import shapely
 from shapely.geometry import shape
 from shapely.strtree import STRtree
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = files("services.core") / "data"
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class Areas:
         return self._shapes_by_name[name]
 
 
-def _read(path: Path) -> list[dict[str, Any]]:
+def _read(path: Traversable) -> list[dict[str, Any]]:
     return json.loads(path.read_text(encoding="utf-8"))["features"]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -27,10 +28,14 @@ def _settings(**overrides) -> Settings:
 
 
 def cmd_migrate(args) -> int:
-    from services.core.migrate import migrate
+    from services.core.migrate import MigrationError, migrate
 
     s = _settings()
-    applied = migrate(s.dsn)
+    try:
+        applied = migrate(s.dsn)
+    except MigrationError as exc:
+        log.error("migrations not applied: %s", exc)
+        return 2
     log.info("migrations applied: %s", applied or "none (schema up to date)")
     return 0
 
@@ -61,7 +66,9 @@ def cmd_simulate(args) -> int:
         overrides["sim_seed"] = args.seed
     s = _settings(**overrides)
     if args.write_fleet:
-        write_fleet(build_fleet(s.sim_devices, s.sim_seed))
+        write_fleet(build_fleet(s.sim_devices, s.sim_seed), Path(args.write_fleet))
+        log.info("wrote %d devices to %s (run it with CITYSENSE_SIM_FLEET_FILE=%s)", s.sim_devices, args.write_fleet,
+                 args.write_fleet)
         return 0
     if args.replay:
         return sim.replay(s, args.replay, speed=args.speed, record=args.record)
@@ -131,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--connections", type=int, default=4, help="load mode: MQTT connections")
     sim.add_argument("--replay", metavar="CSV", help="publish readings from a CSV file (time, device, metric, value)")
     sim.add_argument("--speed", type=float, default=0.0, help="replay: times real time (0: as fast as possible)")
-    sim.add_argument("--write-fleet", action="store_true", help="write simulators/baltimore_fleet.json for --devices and --seed")
+    sim.add_argument("--write-fleet", metavar="FILE", help="write a fleet definition for --devices and --seed to FILE "
+                     "(edit it, then run it with CITYSENSE_SIM_FLEET_FILE=FILE)")
     sub.add_parser("settings", help="print the table of settings")
     args = p.parse_args(argv)
     logs.setup()

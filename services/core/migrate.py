@@ -11,7 +11,8 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 import psycopg
 
@@ -19,7 +20,8 @@ log = logging.getLogger("citysense.migrate")
 
 #: Arbitrary but fixed: the key of the advisory lock every migration runner takes.
 LOCK_KEY = 0x63697479  # "city"
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+#: The repository's migrations/ directory, installed as the package services.migrations.
+MIGRATIONS = files("services.migrations")
 _NAME = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.sql$")
 
 
@@ -34,20 +36,28 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+class MigrationError(RuntimeError):
+    """The migrations cannot be applied as they are: the message says why."""
+
+
+def discover(directory: Traversable = MIGRATIONS) -> list[Migration]:
+    """The migration files in version order. Raises MigrationError when there are none: an install
+    that lost its schema files must not report "up to date" against an empty database."""
     found = []
-    for path in sorted(directory.glob("*.sql")):
+    for path in sorted((p for p in directory.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name):
         m = _NAME.match(path.name)
         if not m:
-            raise ValueError(f"migration file {path.name} is not named NNN_name.sql")
+            raise MigrationError(f"migration file {path.name} is not named NNN_name.sql")
         found.append(Migration(int(m.group(1)), m.group(2), path.read_text(encoding="utf-8")))
+    if not found:
+        raise MigrationError(f"no migration files (NNN_name.sql) found in {directory}: the installation is incomplete")
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
-        raise ValueError("two migration files share a version number")
+        raise MigrationError("two migration files share a version number")
     return found
 
 
-def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[int]:
+def migrate(dsn: str, directory: Traversable = MIGRATIONS) -> list[int]:
     """Apply pending migrations; returns the versions applied by this call."""
     migrations = discover(directory)
     applied_now: list[int] = []

@@ -55,7 +55,16 @@ class Settings(BaseSettings):
         description="Seconds a quality-of-life answer about the present is reused (0: never); answers about a past `at` are reused for an hour.",
     )
     timezone: str = Field("America/New_York", description="The city's time zone: local days for noise (Lden) and daily summaries.")
-    public_url: str = Field("http://127.0.0.1:8000", description="Base URL of the API as the public sees it, for links in data.json.")
+    public_url: str | None = Field(
+        None,
+        description="Base URL of the API as the public sees it, for links in data.json. Unset: each link follows the "
+                    "address the request reached (with the scheme and client address a trusted proxy forwards).",
+    )
+    api_forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Reverse proxies trusted to set X-Forwarded-Proto/-For (comma-separated addresses or networks; "
+                    "`*` trusts any, only behind a proxy that overwrites them).",
+    )
     publisher: str = Field("Baltimore City Office of Information & Technology", description="Publisher named in data.json.")
     contact_name: str = Field("Baltimore City Open Data", description="Contact point named in data.json.")
     contact_email: str = Field("opendata@baltimorecity.gov", description="Contact e-mail in data.json.")
@@ -109,6 +118,9 @@ class Settings(BaseSettings):
     sim_devices: int = Field(120, ge=1, le=100_000, description="Devices in the simulated fleet.")
     sim_interval_s: float = Field(10.0, gt=0, description="Seconds between two readings of one simulated device.")
     sim_seed: int = Field(1, description="Seed of the simulated fleet and its signals.")
+    sim_fleet_file: Path | None = Field(
+        None, description="A fleet definition (JSON, see `citysense simulate --write-fleet`) to run instead of the one shipped with citysense."
+    )
 
     @field_validator("mqtt_url")
     @classmethod
@@ -121,6 +133,16 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"bad port in {v!r}") from exc
         return v
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/")
 
     @field_validator("database_url")
     @classmethod

@@ -19,12 +19,13 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import psycopg
 
-REPO = Path(__file__).resolve().parents[2]
-MOSQUITTO_TEMPLATE = REPO / "deploy" / "mosquitto" / "mosquitto.conf.template"
+#: The repository's deploy/mosquitto/mosquitto.conf.template, installed in the package services.deploy.
+MOSQUITTO_TEMPLATE = files("services.deploy") / "mosquitto" / "mosquitto.conf.template"
 
 
 class StackError(RuntimeError):

@@ -45,3 +45,22 @@ class IngestMetrics:
             p + "last_write_timestamp_seconds", "Unix time of the last successful commit", registry=r
         )
         self.retries = Counter(p + "write_retries", "Batch writes retried after a transient database error", registry=r)
+        self.devices_registered = Gauge("citysense_devices_registered", "Devices in the registry", registry=r)
+        self.devices_silent = Gauge(
+            "citysense_devices_silent", "Registered devices that have not reported within twice their interval", registry=r
+        )
+        self._connected = {"broker_connected": False, "database_connected": False}
+        self.broker_connected(False)
+        self.database_connected(False)
+
+    def broker_connected(self, up: bool) -> None:
+        self._connected["broker_connected"] = up
+        self.broker_up.set(1 if up else 0)
+
+    def database_connected(self, up: bool) -> None:
+        self._connected["database_connected"] = up
+        self.database_up.set(1 if up else 0)
+
+    def readiness(self) -> dict[str, bool]:
+        """The checks behind /readyz: ready when connected to both the broker and the database."""
+        return dict(self._connected)

@@ -115,7 +115,7 @@ class Subscriber:
             log.warning("broker refused the connection: %s", reason_code)
             return
         self.connected = True
-        self._metrics.broker_up.set(1)
+        self._metrics.broker_connected(True)
         log.info("connected to the broker (session present: %s); subscribing to %s", flags.session_present, self.readings_topic)
         client.subscribe([(self.readings_topic, 1), (STATUS_TOPIC, 1)])
 
@@ -126,7 +126,7 @@ class Subscriber:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected = False
-        self._metrics.broker_up.set(0)
+        self._metrics.broker_connected(False)
         if reason_code.is_failure:
             log.warning("disconnected from the broker (%s); reconnecting", reason_code)
         else:

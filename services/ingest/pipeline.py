@@ -160,10 +160,10 @@ class Pipeline:
                     result, rejected = self._writer.write(batch), batch.rejected
                 except psycopg.Error:
                     result, rejected = self._write_one_by_one(envelopes)
-                self._metrics.database_up.set(1)
+                self._metrics.database_connected(True)
                 return result, rejected
             except TransientError as exc:
-                self._metrics.database_up.set(0)
+                self._metrics.database_connected(False)
                 self._metrics.retries.inc()
                 if self._stopping.is_set():
                     give_up_at = give_up_at or time.monotonic() + self._config.shutdown_grace_s

@@ -27,6 +27,13 @@ GROUP BY 1, 2, 3
 """
 
 
+#: A device is silent when it has not reported within twice its interval (as /v1/status/freshness says).
+FLEET = """
+SELECT count(*), count(*) FILTER (WHERE last_seen IS NULL OR last_seen < now() - 2 * interval_s * interval '1 second')
+FROM devices
+"""
+
+
 def refresh(conn: psycopg.Connection, max_days: int = 62) -> int:
     """Recompute up to ``max_days`` dirty days (oldest first); returns how many were done.
     ``conn`` must be in autocommit mode (the advisory lock is held by the session)."""
@@ -46,9 +53,12 @@ def refresh(conn: psycopg.Connection, max_days: int = 62) -> int:
 
 
 class RollupJob(threading.Thread):
-    def __init__(self, dsn: str, every_s: float = 60.0):
+    """Each round: the dirty days, then the fleet's freshness for the metrics (devices registered and
+    silent), which operators alert on."""
+
+    def __init__(self, dsn: str, every_s: float = 60.0, metrics=None):
         super().__init__(name="rollups", daemon=True)
-        self._dsn, self._every = dsn, every_s
+        self._dsn, self._every, self._metrics = dsn, every_s, metrics
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -63,6 +73,10 @@ class RollupJob(threading.Thread):
                                            application_name="citysense-rollups")
                 while (n := refresh(conn)) and not self._stop.is_set():
                     log.info("daily rollups recomputed for %d days", n)
+                if self._metrics is not None:
+                    registered, silent = conn.execute(FLEET).fetchone()
+                    self._metrics.devices_registered.set(registered)
+                    self._metrics.devices_silent.set(silent)
             except psycopg.Error as exc:  # the database is away: try again next round
                 log.warning("daily rollups skipped this round: %s", type(exc).__name__)
                 if conn is not None:

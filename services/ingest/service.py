@@ -12,9 +12,8 @@ import queue
 import signal
 import threading
 
-from prometheus_client import start_http_server
-
 from services.core.settings import Settings
+from services.ingest import http
 from services.ingest.metrics import IngestMetrics
 from services.ingest.mqtt import Subscriber
 from services.ingest.pipeline import Pipeline, PipelineConfig
@@ -49,29 +48,30 @@ def run(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    # First, so operators see the ingestor (and that it is not ready) while it waits for the database.
+    server = None
+    if settings.ingest_metrics_port:
+        server = http.start(settings.ingest_metrics_host, settings.ingest_metrics_port, metrics.registry, metrics.readiness)
+
     delay = 0.5
     while not stop.is_set():
         try:
             writer.connect()
-            metrics.database_up.set(1)
+            metrics.database_connected(True)
             break
         except TransientError as exc:
-            metrics.database_up.set(0)
+            metrics.database_connected(False)
             log.warning("waiting for the database: %s", exc)
             stop.wait(delay)
             delay = min(delay * 2, settings.ingest_retry_max_s)
     if stop.is_set():
         return 0
 
-    if settings.ingest_metrics_port:
-        start_http_server(settings.ingest_metrics_port, addr=settings.ingest_metrics_host, registry=metrics.registry)
-        log.info("metrics on http://%s:%d/metrics", settings.ingest_metrics_host, settings.ingest_metrics_port)
-
     inbox: queue.SimpleQueue = queue.SimpleQueue()
     subscriber = Subscriber(settings, inbox, metrics)
     pipeline = Pipeline(inbox, writer, subscriber.ack, metrics, pipeline_config(settings))
     worker = threading.Thread(target=pipeline.run, name="pipeline", daemon=True)
-    rollups = RollupJob(settings.dsn, settings.rollup_interval_s)
+    rollups = RollupJob(settings.dsn, settings.rollup_interval_s, metrics)
     subscriber.start()
     worker.start()
     rollups.start()
@@ -86,4 +86,6 @@ def run(settings: Settings) -> int:
     worker.join()
     subscriber.stop()  # paho sends the queued acknowledgements before its DISCONNECT
     writer.close()
+    if server is not None:
+        server.shutdown()
     return 0

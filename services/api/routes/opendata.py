@@ -9,7 +9,7 @@ import json
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from services.api.deps import PoolDep, SettingsDep
@@ -29,8 +29,10 @@ def _iso(t: datetime | None) -> str | None:
 
 @router.get("/data.json", summary="DCAT-US 1.1 catalogue of the open datasets",
             description="The Project Open Data metadata schema that US open-data portals publish and data.gov harvests.")
-async def catalogue(pool: PoolDep, settings: SettingsDep):
-    base = settings.public_url.rstrip("/")
+async def catalogue(request: Request, pool: PoolDep, settings: SettingsDep):
+    # Links follow where the API really answers (behind a trusted proxy, the scheme and host it forwards),
+    # unless the deployment names its public address.
+    base = settings.public_url or str(request.base_url).rstrip("/")
     b = baltimore().bounds
     spatial = f"{b[0]:.4f},{b[1]:.4f},{b[2]:.4f},{b[3]:.4f}"
     async with pool.connection() as conn:

@@ -1,0 +1,150 @@
+"""The wheel is the whole product: built as a packager builds it, installed in a virtual environment
+outside the checkout, and every command run from there against the real database and broker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from services.core.stack import free_port
+from tests.helpers import REPO, count, unique, wait_until
+
+pytestmark = pytest.mark.slow
+SKIP = {".git", ".venv", ".citysense", "__pycache__", "build", "dist", ".pytest_cache", ".hypothesis"}
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """(venv, wheel): the wheel built with `python -m build` from a copy of the source tree, installed
+    with pip in a new virtual environment; neither lives in the checkout."""
+    root = tmp_path_factory.mktemp("wheel")
+    src = root / "src"
+    shutil.copytree(REPO, src, ignore=lambda d, names: [n for n in names if n in SKIP or n.endswith(".egg-info")])
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(root / "dist"), str(src)],
+                   check=True, capture_output=True, timeout=240)
+    wheel = next((root / "dist").glob("citysense-*.whl"))
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], check=True, capture_output=True, timeout=600)
+    return venv, wheel
+
+
+def _env(**settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CITYSENSE_", "PYTHON"))}
+    env.update({f"CITYSENSE_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+def _run(venv: Path, cwd: Path, *args, **settings) -> subprocess.CompletedProcess:
+    return subprocess.run([str(venv / "bin" / "citysense"), *args], cwd=cwd, env=_env(**settings),
+                          capture_output=True, text=True, timeout=120)
+
+
+def _start(venv: Path, cwd: Path, *args, **settings) -> subprocess.Popen:
+    return subprocess.Popen([str(venv / "bin" / "citysense"), *args], cwd=cwd, env=_env(**settings),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def _empty_database(pg, name: str) -> str:
+    with psycopg.connect(pg.superuser_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} OWNER citysense")
+    with psycopg.connect(pg.superuser_dsn.rsplit("/", 1)[0] + f"/{name}", autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION timescaledb")
+    return pg.dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _tables(dsn: str) -> set[str]:
+    with psycopg.connect(dsn) as conn:
+        return {r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_the_wheel_carries_the_schema_broker_template_fleet_and_boundaries(installed):
+    names = set(zipfile.ZipFile(installed[1]).namelist())
+    for f in (REPO / "migrations").glob("*.sql"):
+        assert f"services/migrations/{f.name}" in names
+    assert {"services/deploy/mosquitto/mosquitto.conf.template", "simulators/baltimore_fleet.json",
+            "services/core/data/csas.geojson", "services/core/data/neighbourhoods.geojson"} <= names
+
+
+def test_installed_wheel_migrates_an_empty_database_to_the_full_schema(installed, pg, dsn, tmp_path):
+    venv, _ = installed
+    target = _empty_database(pg, "wheel_" + unique("m").replace("-", "_"))
+    r = _run(venv, tmp_path, "migrate", database_url=target)
+    assert r.returncode == 0, r.stderr
+    assert _tables(target) == _tables(dsn)
+    assert count(target, "SELECT count(*) FROM metrics") == 12
+
+
+def test_installed_services_find_everything_they_need(installed, pg, broker, tmp_path):
+    venv, _ = installed
+    target = _empty_database(pg, "wheel_" + unique("s").replace("-", "_"))
+    assert _run(venv, tmp_path, "migrate", database_url=target).returncode == 0
+    api_port, metrics_port = free_port(), free_port()
+    common = dict(database_url=target, mqtt_url=f"mqtt://127.0.0.1:{broker.port}")
+    api = _start(venv, tmp_path, "api", api_port=api_port, admin_token="wheel-admin-token-0123456789", **common)
+    ingest = _start(venv, tmp_path, "ingest", ingest_metrics_port=metrics_port, ingest_client_id=unique("wheel"), **common)
+    try:
+        wait_until(lambda: _ready(f"http://127.0.0.1:{api_port}/readyz"), 30, what="the installed API's readiness")
+        wait_until(lambda: _ready(f"http://127.0.0.1:{metrics_port}/readyz"), 30, what="the installed ingestor's readiness")
+        sim = _run(venv, tmp_path, "simulate", "--devices", "5", "--duration", "3", "--interval", "1", **common)
+        assert sim.returncode == 0, sim.stderr[-2000:]
+        # the fleet shipped in the wheel was registered and its readings stored
+        assert count(target, "SELECT count(*) FROM devices WHERE device_id LIKE 'sim-%%'") == 5
+        wait_until(lambda: count(target, "SELECT count(*) FROM readings") > 0, 20, what="simulated readings")
+    finally:
+        assert _stop(ingest) == 0
+        _stop(api)
+
+
+def test_installed_up_runs_the_stack_from_outside_the_checkout(installed, tmp_path):
+    venv, _ = installed
+    ports = {k: free_port() for k in ("pg", "mqtt", "api", "metrics")}
+    os.chmod(tmp_path, 0o755)  # the postgres and mosquitto users must reach their directories
+    proc = _start(venv, tmp_path, "up", "--no-simulator", home=tmp_path / "home", pg_port=ports["pg"],
+                  mqtt_port=ports["mqtt"], api_port=ports["api"], ingest_metrics_port=ports["metrics"])
+    try:
+        wait_until(lambda: _ready(f"http://127.0.0.1:{ports['api']}/readyz"), 120, interval=0.5, what="`up` from the wheel")
+        wait_until(lambda: _ready(f"http://127.0.0.1:{ports['metrics']}/readyz"), 30, what="its ingestor")
+    finally:
+        assert _stop(proc) == 0
+
+
+def test_migrate_refuses_when_the_installation_lost_its_migrations(installed, pg, tmp_path):
+    venv, _ = installed
+    site = next(venv.glob("lib/python*/site-packages"))
+    broken = tmp_path / "venv"
+    shutil.copytree(venv, broken, symlinks=True)
+    for f in (broken / site.relative_to(venv) / "services" / "migrations").glob("*.sql"):
+        f.unlink()
+    # the copied venv's scripts point at the original interpreter path: run the module with the copy's python
+    r = subprocess.run([str(broken / "bin" / "python"), "-m", "services.core.cli", "migrate"], cwd=tmp_path,
+                       env=_env(database_url=_empty_database(pg, "wheel_" + unique("e").replace("-", "_"))),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "no migration files" in r.stderr
