@@ -64,6 +64,21 @@ def parse_topic(topic: str) -> Topic:
     return Topic(rest[0], rest[1])
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """An object whose keys are unique: ``{"pm25": 1, "pm25": 2}`` would otherwise keep 2 and silently
+    drop 1 (RFC 8259 leaves duplicate names undefined)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _DuplicateKey(f"key {dup[:40]!r} appears twice in one object")
+    return obj
+
+
 def _json(payload: bytes, max_bytes: int) -> object:
     if len(payload) > max_bytes:
         raise Rejected("too_large", f"payload of {len(payload)} bytes exceeds the limit of {max_bytes}")
@@ -72,11 +87,15 @@ def _json(payload: bytes, max_bytes: int) -> object:
     except UnicodeDecodeError as exc:
         raise Rejected("not_utf8", f"payload is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise Rejected("malformed_json", str(exc)) from None
     except json.JSONDecodeError as exc:
         raise Rejected("malformed_json", f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise Rejected("malformed_json", "JSON nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits (Python's conversion limit)
+        raise Rejected("malformed_json", f"unreadable JSON: {str(exc)[:120]}") from None
 
 
 def parse_time(value: object) -> float:
@@ -179,7 +198,7 @@ def decode_senml(doc: object, received_at: float, max_readings: int, topic_devic
             raise Rejected("topic_mismatch", f"record {i} names device {device!r} but the topic is {topic_device!r}")
         if "v" in rec:
             v = rec["v"]
-            value = v + bv if _is_number(v) else v
+            value = _plus_base(v, bv) if _is_number(v) else v
         elif "s" in rec:
             value = ("sum", rec["s"])  # a sum has no place in the catalogue: validation rejects it
         else:
@@ -195,6 +214,17 @@ def decode_senml(doc: object, received_at: float, max_readings: int, topic_devic
     if not out:
         raise Rejected("bad_senml", "the pack holds no record with a value")
     return out
+
+
+def _plus_base(v: int | float, bv: float) -> int | float:
+    """v + bv, never raising: an integer too large for a float stays as it is (validation rejects it as
+    out of range), and float overflow gives inf (rejected as non-finite)."""
+    if not bv:
+        return v
+    try:
+        return float(v) + bv
+    except OverflowError:
+        return v
 
 
 def _is_number(v: object) -> bool:

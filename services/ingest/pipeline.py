@@ -62,6 +62,15 @@ class RateLimitedLog:
         log.warning("rejected %s on %s: %s%s", reason, topic, detail[:300], more)
         self._next[reason] = now + self._interval
 
+    def exception(self, exc: BaseException, topic: str) -> None:
+        """An unexpected error while handling one message: logged with its traceback, rate-limited."""
+        now = time.monotonic()
+        if now < self._next.get("internal_error:trace", 0.0):
+            return
+        self._next["internal_error:trace"] = now + self._interval
+        log.error("internal error while handling a message on %s (the message is rejected as internal_error)",
+                  topic[:200], exc_info=exc)
+
 
 class Pipeline:
     def __init__(self, inbox: "queue.SimpleQueue[Envelope]", writer: Writer, ack, metrics: IngestMetrics, config: PipelineConfig):
@@ -138,14 +147,23 @@ class Pipeline:
                     env.payload, env.received_at, device_id,
                     content_type=env.content_type, max_bytes=cfg.max_payload_bytes, max_readings=cfg.max_readings,
                 )
+                verdict = validate(candidates, device_key, metrics, env.received_at, cfg.window)
             except Rejected as r:
                 self._reject(batch, env, device_id, r.reason, r.detail)
                 continue
-            verdict = validate(candidates, device_key, metrics, env.received_at, cfg.window)
+            except (TransientError, psycopg.Error):
+                raise  # the database, not the message: never recorded against the message
+            except Exception as exc:  # a bug must cost one message, never the pipeline thread
+                self._internal_error(batch, env, device_id, exc)
+                continue
             batch.readings.extend(verdict.readings)
             for r in summarise(verdict.rejections):
                 self._reject(batch, env, device_id, r.reason, r.detail)
         return batch
+
+    def _internal_error(self, batch: Batch, env: Envelope, device_id: str | None, exc: BaseException) -> None:
+        self._rejection_log.exception(exc, env.topic)
+        self._reject(batch, env, device_id, "internal_error", f"{type(exc).__name__} while handling this message")
 
     # -- writing ------------------------------------------------------------------------------------
     def _write_with_retry(self, envelopes: list[Envelope]) -> tuple[WriteResult, list[RejectedRow]] | None:
@@ -158,7 +176,9 @@ class Pipeline:
                 batch = self.build(envelopes)
                 try:
                     result, rejected = self._writer.write(batch), batch.rejected
-                except psycopg.Error:
+                except TransientError:
+                    raise
+                except Exception:  # the database refused the batch, or a bug: find the culprit message
                     result, rejected = self._write_one_by_one(envelopes)
                 self._metrics.database_connected(True)
                 return result, rejected
@@ -186,9 +206,15 @@ class Pipeline:
             batch = self.build([env])
             try:
                 r = self._writer.write(batch)
+            except TransientError:
+                raise
             except psycopg.Error as exc:
                 batch = Batch()
                 self._reject(batch, env, None, "storage_error", f"{type(exc).__name__}: {str(exc)[:200]}")
+                r = self._writer.write(batch)
+            except Exception as exc:  # a value the writer cannot handle: this message only
+                batch = Batch()
+                self._internal_error(batch, env, None, exc)
                 r = self._writer.write(batch)
             stored += r.stored
             duplicates += r.duplicates

@@ -83,7 +83,7 @@ def check_reading(c: Candidate, metric: Metric | None, received_at: float, windo
     try:
         value = float(v)
     except OverflowError:
-        return None, Rejection("out_of_range", f"{c.metric}: value has {len(str(v))} digits")
+        return None, Rejection("out_of_range", f"{c.metric}: value is an integer of {v.bit_length()} bits")
     if not math.isfinite(value):
         return None, Rejection("non_finite", f"{c.metric}: value {value} is not a finite number")
     try:
