@@ -25,8 +25,8 @@ import psycopg
 
 from benchmarks.common import Stack, python_module
 from services.core.catalogue import KIND_METRICS
-from services.core.stack import free_port
-from services.ingest.rollups import refresh
+from services.launcher.stack import free_port
+from services.store.rollups import refresh
 
 VALUE = """
 CASE m.metric
@@ -110,9 +110,9 @@ def load_history(st: Stack, devices: int, readings: int, days: int, log) -> dict
     with psycopg.connect(st.dsn, autocommit=True) as conn:
         conn.execute("CREATE INDEX readings_metric_time_idx ON readings (metric_key, time DESC)")
         conn.execute("CREATE INDEX readings_hourly_metric_bucket_idx ON readings_hourly (metric_key, bucket DESC)")
-        conn.execute("INSERT INTO rollup_dirty_days SELECT DISTINCT time_bucket('1 day', bucket) FROM readings_hourly "
-                     "ON CONFLICT DO NOTHING")
-        while refresh(conn, max_days=400):
+        conn.execute("INSERT INTO rollup_dirty_days SELECT DISTINCT (bucket AT TIME ZONE 'America/New_York')::date "
+                     "FROM readings_hourly ON CONFLICT DO NOTHING")
+        while refresh(conn, "America/New_York", max_days=400):
             pass
         conn.execute("VACUUM ANALYZE")
         n = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
@@ -162,7 +162,7 @@ def start_api(st: Stack, cache_s: float, workers: int) -> tuple[subprocess.Popen
                CITYSENSE_API_PORT=str(port), CITYSENSE_API_CACHE_S=str(cache_s), CITYSENSE_API_WORKERS=str(workers),
                CITYSENSE_API_MAX_PAGE_SIZE="1000", CITYSENSE_API_POOL_SIZE="8")
     log = open(st.root / f"api-{port}.log", "ab")
-    proc = python_module("services.core.cli", "api", env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = python_module("services.launcher.cli", "api", env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

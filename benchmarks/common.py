@@ -18,8 +18,8 @@ from pathlib import Path
 
 import psycopg
 
-from services.core.migrate import migrate
-from services.core.stack import MosquittoBroker, PostgresCluster, free_port, owned_dir
+from services.store.migrate import migrate
+from services.launcher.stack import MosquittoBroker, PostgresCluster, free_port, owned_dir
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -112,7 +112,7 @@ def machine() -> dict:
 
 
 def find_pg_version() -> str:
-    from services.core.stack import find_pg_bin
+    from services.launcher.stack import find_pg_bin
 
     return find_pg_bin().parts[-2]
 

@@ -27,7 +27,7 @@ import psycopg
 
 from benchmarks.common import (METRICS5, Stack, count_readings, median, percentile, python_module,
                                register_devices, truncate, write_messages)
-from services.core.stack import free_port, wait_for_port
+from services.launcher.stack import free_port, wait_for_port
 
 
 def _metric(port: int, name: str) -> float:
@@ -129,7 +129,7 @@ def _start_ingestor(stack: Stack, client_id: str, group: str | None = None) -> t
     if group:
         env["CITYSENSE_INGEST_SHARE_GROUP"] = group
     log = open(stack.root / f"{client_id}.log", "ab")
-    proc = python_module("services.core.cli", "ingest", env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = python_module("services.launcher.cli", "ingest", env=env, stdout=log, stderr=subprocess.STDOUT)
     wait_for_port("127.0.0.1", port, 30)
     deadline = time.monotonic() + 30
     while _metric(port, "citysense_ingest_broker_connected") != 1 and time.monotonic() < deadline:

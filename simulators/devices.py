@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from services.core.catalogue import device_topic as topic
 from simulators.faults import FAULTS, WHOLE_MESSAGE, FaultRates, Message, encode, spoil
 from simulators.fleet import SimDevice
 from simulators.signals import readings_for
@@ -12,10 +13,6 @@ from simulators.signals import readings_for
 SENML_UNITS = {"pm25": "ug/m3", "pm10": "ug/m3", "o3": "ppb", "no2": "ppb", "co": "ppm", "so2": "ppb",
                "noise_laeq": "dBA", "temperature": "Cel", "humidity": "%RH", "traffic_count": "count",
                "water_level": "m", "rainfall": "mm"}
-
-
-def topic(device_id: str, channel: str = "readings") -> str:
-    return f"city/v1/devices/{device_id}/{channel}"
 
 
 def rfc3339(t: float) -> str:
@@ -49,9 +46,13 @@ def payload(device: SimDevice, entries: list[tuple[float, dict[str, object]]]) -
     return encode(docs[0] if len(docs) == 1 else docs), None
 
 
-def message(device: SimDevice, t: float, seq: int, seed: int, faults: FaultRates | None = None) -> Message:
-    """The device's seq-th live message, taken at true time t."""
-    readings = readings_for(device.kind, device.device_id, device.latitude, device.longitude, t, seed, device.interval_s)
+def message(device: SimDevice, t: float, seq: int, seed: int, faults: FaultRates | None = None,
+            interval_s: float | None = None) -> Message:
+    """The device's seq-th live message, taken at true time t. ``interval_s``: how often the device really
+    publishes (default: its nominal interval); counts and rainfall are for that interval, so hourly sums
+    come out right whatever the publishing pace."""
+    readings = readings_for(device.kind, device.device_id, device.latitude, device.longitude, t, seed,
+                            interval_s or device.interval_s)
     fault = faults.pick(seed, device.device_id, seq) if faults else None
     device_time = t + device.clock_skew_s
     device_id, stored, rejected, copies = device.device_id, sorted(readings), None, 1

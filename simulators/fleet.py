@@ -20,6 +20,7 @@ from pathlib import Path
 from shapely.geometry import Point
 
 from services.core.areas import baltimore
+from simulators.signals import DOWNTOWN
 
 #: The fleet shipped with citysense (package data); CITYSENSE_SIM_FLEET_FILE names another.
 FLEET_FILE = files("simulators") / "baltimore_fleet.json"
@@ -38,7 +39,6 @@ MAJOR_ROADS = {
     "Charles/York": [(39.2880, -76.6150), (39.3300, -76.6120), (39.3680, -76.6100)],
     "MD-295": [(39.2850, -76.6250), (39.2500, -76.6500), (39.2300, -76.6600)],
 }
-DOWNTOWN = (39.2904, -76.6122)
 
 
 @dataclass
@@ -53,7 +53,7 @@ class SimDevice:
     #: seconds its clock runs ahead (+) or behind (−)
     clock_skew_s: float = 0.0
     firmware: str = "1.0"
-    #: quirks: "kelvin" (SenML temperature in K), "ug_ascii" (unit ug/m3), "backlog" (buffers when offline)
+    #: quirks: "kelvin" (SenML temperature in K), "backlog" (buffers when offline)
     quirks: list[str] = field(default_factory=list)
 
 
@@ -82,8 +82,8 @@ def _quirks(kind: str, rng: random.Random) -> dict:
     quirks = []
     if senml and kind == "weather" and rng.random() < 0.5:
         quirks.append("kelvin")
-    if senml and kind == "air_quality" and rng.random() < 0.5:
-        quirks.append("ug_ascii")
+    if senml and kind == "air_quality":
+        rng.random()  # (was the never-used "ug_ascii" quirk: kept so seeded fleets stay the same)
     if rng.random() < 0.7:
         quirks.append("backlog")
     skew = rng.gauss(0, 2.0) if rng.random() < 0.9 else rng.choice([-1, 1]) * rng.uniform(30, 120)
@@ -127,7 +127,7 @@ def build_fleet(n: int, seed: int = 1, prefix: str = "sim") -> list[SimDevice]:
 def write_fleet(fleet: list[SimDevice], path: Path) -> None:
     doc = {"about": "citysense's simulated Baltimore fleet. Edit freely: device_id, kind, position, interval_s "
                     "(seconds between reports), format (native|senml), clock_skew_s, firmware, quirks "
-                    "(kelvin, ug_ascii, backlog).",
+                    "(kelvin, backlog).",
            "devices": [asdict(d) for d in fleet]}
     path.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.core.migrate import migrate
-from services.core.stack import MosquittoBroker, PostgresCluster, free_port, owned_dir, wait_for_port
+from services.store.migrate import migrate
+from services.launcher.stack import MosquittoBroker, PostgresCluster, free_port, owned_dir, wait_for_port
 from tests.helpers import Publisher, Service, service_env, wait_until
 
 

@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from services.core.stack import free_port
+from services.launcher.stack import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,7 +79,7 @@ class Service:
 
     def start(self) -> "Service":
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.core.cli", self.command], env=self.env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "services.launcher.cli", self.command], env=self.env,
                                      cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
@@ -135,13 +135,14 @@ def metric_value(port: int, name: str, labels: str = "") -> float:
     return 0.0
 
 
-def register_device(dsn: str, device_id: str, kind: str = "air_quality", lat: float = 39.2904, lon: float = -76.6122):
-    from services.core.devices import INSERT_DEVICE, placed
-    from psycopg.types.json import Jsonb
+def register_device(dsn: str, device_id: str, kind: str = "air_quality", lat: float = 39.2904, lon: float = -76.6122,
+                    interval_s: int = 60):
+    from services.core.areas import baltimore
+    from services.store.devices import Placed, register_many
 
-    with psycopg.connect(dsn) as conn:
-        conn.execute(INSERT_DEVICE, placed({"device_id": device_id, "kind": kind, "latitude": lat, "longitude": lon,
-                                            "interval_s": 60, "metadata": Jsonb({})}))
+    loc = baltimore().locate(lat, lon)
+    register_many(dsn, [({"device_id": device_id, "kind": kind, "interval_s": interval_s, "metadata": {}},
+                         Placed(lat, lon, loc.neighbourhood, loc.csa))])
 
 
 def count(dsn: str, sql: str, params=()) -> int:

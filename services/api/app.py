@@ -8,14 +8,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from psycopg_pool import AsyncConnectionPool
 from starlette.responses import Response
 
 from services.api import problems
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.cache import AnswerCache
-from services.api.routes import aggregates, catalogue, devices, health, opendata, qol, readings
+from services.api.routes import aggregates, catalogue, devices, health, opendata, qol, readings, status
+from services.core.areas import baltimore
 from services.core.settings import Settings
+from services.store.pool import async_pool
 
 log = logging.getLogger("citysense.api")
 
@@ -30,14 +31,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("admin routes are disabled: %s", problem)
         # open(wait=False): the API starts and answers /healthz with 503 while the database is away,
         # instead of crash-looping; connections are made as soon as it is back.
-        pool = AsyncConnectionPool(
-            settings.dsn, min_size=1, max_size=settings.api_pool_size, open=False, timeout=10,
-            kwargs={"application_name": "citysense-api", "options": "-c timezone=UTC"},
-        )
+        pool = async_pool(settings.dsn, "citysense-api", size=settings.api_pool_size)
         await pool.open(wait=False)
         app.state.pool = pool
-        # Everything allocated at start-up (the app, routes, boundaries) is permanent: keep it out of
-        # the collector's way, so each collection only walks what requests allocate.
+        # Everything allocated at start-up (the app, routes, boundaries) is permanent: load the boundaries
+        # now (not on the first request, inside the event loop) and keep it all out of the collector's
+        # way, so each collection only walks what requests allocate.
+        baltimore()
         gc.collect()
         gc.freeze()
         try:
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     problems.install(app)
     app.include_router(health.router)
-    for module in (devices, readings, catalogue, aggregates, qol, opendata):
+    for module in (devices, readings, catalogue, aggregates, qol, status, opendata):
         app.include_router(module.router, responses=problems.RESPONSES)
 
     @app.get("/metrics", include_in_schema=False)

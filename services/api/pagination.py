@@ -30,3 +30,12 @@ def decode(cursor: str | None, shape: tuple[type, ...]) -> list | None:
     ):
         raise Problem(400, "cursor is not valid: pass back the next_cursor of a previous page unchanged")
     return key
+
+
+def page_size(limit: int | None, settings) -> int:
+    """The page size a list request asked for, within CITYSENSE_API_MAX_PAGE_SIZE."""
+    if limit is None:
+        return min(settings.api_default_page_size, settings.api_max_page_size)
+    if limit > settings.api_max_page_size:
+        raise Problem(422, f"limit: at most {settings.api_max_page_size}")
+    return limit

@@ -8,9 +8,9 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.core.catalogue import DEVICE_ID_PATTERN
+from services.core.catalogue import DEVICE_ID_PATTERN, DEVICE_KINDS
 
-DeviceKind = Literal["air_quality", "noise", "weather", "traffic", "water"]
+DeviceKind = Literal[DEVICE_KINDS]
 T = TypeVar("T")
 
 
@@ -57,6 +57,13 @@ class DevicePublic(BaseModel):
     status: Literal["online", "offline", "unknown"]
     status_at: datetime | None
     last_seen: datetime | None
+    retired_at: datetime | None = Field(None, description="When the device was retired; its history stays published.")
+
+
+class DevicePurged(BaseModel):
+    device_id: str
+    readings_deleted: int
+    hourly_rollups_deleted: int
 
 
 class ReadingPublic(BaseModel):

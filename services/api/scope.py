@@ -26,12 +26,9 @@ class Scope:
     level: str  # city, csa, neighbourhood, device
     name: str | None
 
-    def where(self, alias: str = "d") -> tuple[str, dict]:
-        """A SQL condition on the devices table (bound parameters only) and its parameters."""
-        if self.level == "city":
-            return "TRUE", {}
-        column = {"csa": "csa", "neighbourhood": "neighbourhood", "device": "device_id"}[self.level]
-        return f"{alias}.{column} = %(scope_name)s", {"scope_name": self.name}
+    def key(self) -> tuple[str, str | None]:
+        """(level, name), as the store takes it."""
+        return self.level, self.name
 
     def public(self) -> dict:
         return {"level": self.level, "name": self.name}

@@ -105,7 +105,7 @@ class Settings(BaseSettings):
         60.0, gt=0, le=3600, description="Seconds between two refreshes of the daily rollups by CSA (by the ingestor)."
     )
     retention_raw_days: int = Field(
-        365, ge=1, description="Raw readings and rejected messages older than this are dropped (drop_chunks)."
+        365, ge=1, description="Raw readings and rejected messages older than this are dropped (whole chunks of raw readings at a time; the rollups stay)."
     )
 
     # --- local stack (`citysense up`) ----------------------------------------------------------
@@ -162,10 +162,6 @@ class Settings(BaseSettings):
     @property
     def dsn(self) -> str:
         return self.database_url.get_secret_value()
-
-    def redacted_database_url(self) -> str:
-        """The database URL with its password replaced, for logs and banners."""
-        return redact_url(self.dsn)
 
     def admin_token_problem(self) -> str | None:
         """Why the admin token may not be used, or None when it may."""

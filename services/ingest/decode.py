@@ -18,10 +18,9 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from services.core.catalogue import DEVICE_ID_RE
+from services.core.catalogue import CHANNELS, DEVICE_ID_RE, Reason, TOPIC_PREFIX
 
 SENML_CONTENT_TYPE = "application/senml+json"
-TOPIC_PREFIX = "city/v1/devices/"
 #: SenML times below 2**28 are relative to "now" (RFC 8428 §4.5.3).
 SENML_RELATIVE_LIMIT = 2**28
 
@@ -55,12 +54,12 @@ class Topic:
 
 def parse_topic(topic: str) -> Topic:
     if not topic.startswith(TOPIC_PREFIX):
-        raise Rejected("bad_topic", f"topic {topic!r} is not under {TOPIC_PREFIX}")
+        raise Rejected(Reason.BAD_TOPIC, f"topic {topic!r} is not under {TOPIC_PREFIX}")
     rest = topic[len(TOPIC_PREFIX):].split("/")
-    if len(rest) != 2 or rest[1] not in ("readings", "status"):
-        raise Rejected("bad_topic", f"topic {topic!r} is not {TOPIC_PREFIX}<device_id>/readings|status")
+    if len(rest) != 2 or rest[1] not in CHANNELS:
+        raise Rejected(Reason.BAD_TOPIC, f"topic {topic!r} is not {TOPIC_PREFIX}<device_id>/readings|status")
     if not DEVICE_ID_RE.match(rest[0]):
-        raise Rejected("bad_topic", f"device id {rest[0]!r} in the topic is not a valid device id")
+        raise Rejected(Reason.BAD_TOPIC, f"device id {rest[0]!r} in the topic is not a valid device id")
     return Topic(rest[0], rest[1])
 
 
@@ -81,61 +80,61 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
 
 def _json(payload: bytes, max_bytes: int) -> object:
     if len(payload) > max_bytes:
-        raise Rejected("too_large", f"payload of {len(payload)} bytes exceeds the limit of {max_bytes}")
+        raise Rejected(Reason.TOO_LARGE, f"payload of {len(payload)} bytes exceeds the limit of {max_bytes}")
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise Rejected("not_utf8", f"payload is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+        raise Rejected(Reason.NOT_UTF8, f"payload is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
         return json.loads(text, object_pairs_hook=_unique_keys)
     except _DuplicateKey as exc:
-        raise Rejected("malformed_json", str(exc)) from None
+        raise Rejected(Reason.MALFORMED_JSON, str(exc)) from None
     except json.JSONDecodeError as exc:
-        raise Rejected("malformed_json", f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise Rejected(Reason.MALFORMED_JSON, f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
-        raise Rejected("malformed_json", "JSON nested too deeply") from None
+        raise Rejected(Reason.MALFORMED_JSON, "JSON nested too deeply") from None
     except ValueError as exc:  # e.g. an integer of more than 4,300 digits (Python's conversion limit)
-        raise Rejected("malformed_json", f"unreadable JSON: {str(exc)[:120]}") from None
+        raise Rejected(Reason.MALFORMED_JSON, f"unreadable JSON: {str(exc)[:120]}") from None
 
 
 def parse_time(value: object) -> float:
     """RFC 3339 text (with an offset) or epoch seconds, as epoch seconds."""
     if isinstance(value, bool):
-        raise Rejected("bad_time", f"time {value!r} is neither RFC 3339 text nor epoch seconds")
+        raise Rejected(Reason.BAD_TIME, f"time {value!r} is neither RFC 3339 text nor epoch seconds")
     if isinstance(value, (int, float)):
         t = float(value) if not isinstance(value, int) or abs(value) < 2**62 else math.inf
         if not math.isfinite(t):
-            raise Rejected("bad_time", f"time {value!r} is not a finite number of seconds")
+            raise Rejected(Reason.BAD_TIME, f"time {value!r} is not a finite number of seconds")
         return t
     if isinstance(value, str) and len(value) <= 64:
         try:
             dt = datetime.fromisoformat(value)
         except ValueError:
-            raise Rejected("bad_time", f"time {value!r} is not RFC 3339") from None
+            raise Rejected(Reason.BAD_TIME, f"time {value!r} is not RFC 3339") from None
         if dt.tzinfo is None:
-            raise Rejected("bad_time", f"time {value!r} has no UTC offset (RFC 3339 requires one)")
+            raise Rejected(Reason.BAD_TIME, f"time {value!r} has no UTC offset (RFC 3339 requires one)")
         return dt.timestamp()
-    raise Rejected("bad_time", f"time {str(value)[:64]!r} is neither RFC 3339 text nor epoch seconds")
+    raise Rejected(Reason.BAD_TIME, f"time {str(value)[:64]!r} is neither RFC 3339 text nor epoch seconds")
 
 
 def decode_native(doc: object, received_at: float, max_readings: int) -> list[Candidate]:
     objects = doc if isinstance(doc, list) else [doc]
     if not objects:
-        raise Rejected("bad_shape", "empty list: no readings")
+        raise Rejected(Reason.BAD_SHAPE, "empty list: no readings")
     out: list[Candidate] = []
     for i, obj in enumerate(objects):
         where = f"item {i}: " if isinstance(doc, list) else ""
         if not isinstance(obj, dict):
-            raise Rejected("bad_shape", f"{where}expected an object with 'readings', got {type(obj).__name__}")
+            raise Rejected(Reason.BAD_SHAPE, f"{where}expected an object with 'readings', got {type(obj).__name__}")
         readings = obj.get("readings")
         if not isinstance(readings, dict) or not readings:
-            raise Rejected("bad_shape", f"{where}'readings' must be a non-empty object of metric: value")
+            raise Rejected(Reason.BAD_SHAPE, f"{where}'readings' must be a non-empty object of metric: value")
         if "time" in obj and obj["time"] is not None:
             t, assumed = parse_time(obj["time"]), False
         else:
             t, assumed = received_at, True
         if len(out) + len(readings) > max_readings:
-            raise Rejected("too_many_readings", f"more than {max_readings} readings in one message")
+            raise Rejected(Reason.TOO_MANY_READINGS, f"more than {max_readings} readings in one message")
         out.extend(Candidate(str(metric), value, t, assumed) for metric, value in readings.items())
     return out
 
@@ -158,44 +157,44 @@ def _senml_device_and_metric(name: str, topic_device: str) -> tuple[str, str]:
 
 def decode_senml(doc: object, received_at: float, max_readings: int, topic_device: str) -> list[Candidate]:
     if not isinstance(doc, list) or not doc:
-        raise Rejected("bad_senml", "a SenML pack is a non-empty JSON array of records")
+        raise Rejected(Reason.BAD_SENML, "a SenML pack is a non-empty JSON array of records")
     if len(doc) > max_readings:
-        raise Rejected("too_many_readings", f"more than {max_readings} records in one pack")
+        raise Rejected(Reason.TOO_MANY_READINGS, f"more than {max_readings} records in one pack")
     bn, bt, bu, bv = "", 0.0, None, 0.0
     out: list[Candidate] = []
     for i, rec in enumerate(doc):
         if not isinstance(rec, dict):
-            raise Rejected("bad_senml", f"record {i} is not an object")
+            raise Rejected(Reason.BAD_SENML, f"record {i} is not an object")
         for label in rec:
             if label.endswith("_"):
-                raise Rejected("bad_senml", f"record {i} has field {label!r}, which must be understood (RFC 8428 §4.4)")
+                raise Rejected(Reason.BAD_SENML, f"record {i} has field {label!r}, which must be understood (RFC 8428 §4.4)")
         if "bver" in rec and (not isinstance(rec["bver"], int) or rec["bver"] > 10):
-            raise Rejected("bad_senml", f"record {i}: unsupported SenML version {rec['bver']!r}")
+            raise Rejected(Reason.BAD_SENML, f"record {i}: unsupported SenML version {rec['bver']!r}")
         if "bn" in rec:
             if not isinstance(rec["bn"], str):
-                raise Rejected("bad_senml", f"record {i}: bn must be a string")
+                raise Rejected(Reason.BAD_SENML, f"record {i}: bn must be a string")
             bn = rec["bn"]
         if "bt" in rec:
             bt = _senml_number(rec["bt"], i, "bt")
         if "bu" in rec:
             if not isinstance(rec["bu"], str):
-                raise Rejected("bad_senml", f"record {i}: bu must be a string")
+                raise Rejected(Reason.BAD_SENML, f"record {i}: bu must be a string")
             bu = rec["bu"]
         if "bv" in rec:
             bv = _senml_number(rec["bv"], i, "bv")
         if not isinstance(rec.get("n", ""), str):
-            raise Rejected("bad_senml", f"record {i}: n must be a string")
+            raise Rejected(Reason.BAD_SENML, f"record {i}: n must be a string")
         name = bn + rec.get("n", "")
         has_value = any(k in rec for k in ("v", "vs", "vb", "vd", "s"))
         if not has_value:
             if set(rec) <= {"bn", "bt", "bu", "bv", "bver"}:
                 continue  # a record that only sets base fields
-            raise Rejected("bad_senml", f"record {i} ({name!r}) has no value")
+            raise Rejected(Reason.BAD_SENML, f"record {i} ({name!r}) has no value")
         if not name:
-            raise Rejected("bad_senml", f"record {i} has no name (bn + n is empty)")
+            raise Rejected(Reason.BAD_SENML, f"record {i} has no name (bn + n is empty)")
         device, metric = _senml_device_and_metric(name, topic_device)
         if device != topic_device:
-            raise Rejected("topic_mismatch", f"record {i} names device {device!r} but the topic is {topic_device!r}")
+            raise Rejected(Reason.TOPIC_MISMATCH, f"record {i} names device {device!r} but the topic is {topic_device!r}")
         if "v" in rec:
             v = rec["v"]
             value = _plus_base(v, bv) if _is_number(v) else v
@@ -209,10 +208,10 @@ def decode_senml(doc: object, received_at: float, max_readings: int, topic_devic
             t += received_at
         unit = rec.get("u", bu)
         if unit is not None and not isinstance(unit, str):
-            raise Rejected("bad_senml", f"record {i}: u must be a string")
+            raise Rejected(Reason.BAD_SENML, f"record {i}: u must be a string")
         out.append(Candidate(metric, value, t, False, unit))
     if not out:
-        raise Rejected("bad_senml", "the pack holds no record with a value")
+        raise Rejected(Reason.BAD_SENML, "the pack holds no record with a value")
     return out
 
 
@@ -233,10 +232,10 @@ def _is_number(v: object) -> bool:
 
 def _senml_number(v: object, i: int, label: str) -> float:
     if not _is_number(v):
-        raise Rejected("bad_senml", f"record {i}: {label} must be a number")
+        raise Rejected(Reason.BAD_SENML, f"record {i}: {label} must be a number")
     f = float(v) if not isinstance(v, int) or abs(v) < 2**62 else math.inf
     if not math.isfinite(f):
-        raise Rejected("bad_senml", f"record {i}: {label} is not finite")
+        raise Rejected(Reason.BAD_SENML, f"record {i}: {label} is not finite")
     return f
 
 
@@ -265,7 +264,7 @@ def decode_readings(
     if (content_type or "").split(";")[0].strip().lower() == SENML_CONTENT_TYPE or looks_like_senml(doc):
         return decode_senml(doc, received_at, max_readings, topic_device)
     if isinstance(doc, dict) and "device_id" in doc and doc["device_id"] != topic_device:
-        raise Rejected("topic_mismatch", f"payload names device {str(doc['device_id'])[:64]!r} but the topic is {topic_device!r}")
+        raise Rejected(Reason.TOPIC_MISMATCH, f"payload names device {str(doc['device_id'])[:64]!r} but the topic is {topic_device!r}")
     return decode_native(doc, received_at, max_readings)
 
 
@@ -275,19 +274,19 @@ STATUS_VALUES = ("online", "offline")
 def decode_status(payload: bytes, max_bytes: int = 1024) -> str:
     """``online`` or ``offline``, sent as plain text or as ``{"status": …}``."""
     if len(payload) > max_bytes:
-        raise Rejected("too_large", f"status payload of {len(payload)} bytes exceeds {max_bytes}")
+        raise Rejected(Reason.TOO_LARGE, f"status payload of {len(payload)} bytes exceeds {max_bytes}")
     try:
         text = payload.decode("utf-8").strip()
     except UnicodeDecodeError:
-        raise Rejected("not_utf8", "status payload is not UTF-8") from None
+        raise Rejected(Reason.NOT_UTF8, "status payload is not UTF-8") from None
     if text.startswith("{"):
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise Rejected("malformed_json", exc.msg) from None
+            raise Rejected(Reason.MALFORMED_JSON, exc.msg) from None
         text = doc.get("status") if isinstance(doc, dict) else None
     if text not in STATUS_VALUES:
-        raise Rejected("bad_status", f"status must be 'online' or 'offline', got {str(text)[:40]!r}")
+        raise Rejected(Reason.BAD_STATUS, f"status must be 'online' or 'offline', got {str(text)[:40]!r}")
     return text
 
 

@@ -3,14 +3,10 @@ and a label per device would multiply every series by that many."""
 
 from __future__ import annotations
 
+from services.core.catalogue import Reason
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-REJECTION_REASONS = (
-    "bad_topic", "too_large", "not_utf8", "malformed_json", "bad_shape", "bad_senml", "bad_time",
-    "too_many_readings", "unknown_device", "unknown_metric", "wrong_type", "wrong_unit", "non_finite",
-    "out_of_range", "time_in_future", "time_too_old", "topic_mismatch", "bad_status", "storage_error",
-    "internal_error",
-)
+REJECTION_REASONS = tuple(Reason)
 
 
 class IngestMetrics:

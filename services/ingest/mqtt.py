@@ -17,34 +17,21 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from services.core.catalogue import device_topic
 from services.core.settings import Settings
 from services.ingest.metrics import IngestMetrics
+from services.ingest.translate import Envelope
 
 log = logging.getLogger("citysense.ingest.mqtt")
 
-READINGS_TOPIC = "city/v1/devices/+/readings"
-STATUS_TOPIC = "city/v1/devices/+/status"
-
-
-# Not frozen: built once per reading on the hot path, and frozen dataclasses construct ~4x slower.
-@dataclass(slots=True)
-class Envelope:
-    """One received message, as the pipeline sees it."""
-
-    mid: int
-    qos: int
-    topic: str
-    payload: bytes
-    received_at: float  # wall clock, epoch seconds: the time of readings that carry none
-    received_mono: float  # monotonic: batch age and lag
-    content_type: str | None
+READINGS_TOPIC = device_topic("+", "readings")
+STATUS_TOPIC = device_topic("+", "status")
 
 
 class Subscriber:
@@ -71,6 +58,10 @@ class Subscriber:
         c.on_subscribe = self._on_subscribe
         self._client = c
         self._subacks: set[int] = set()  # mids of SUBACKs received, guarded by _subacked
+        #: Which connection is current: packet ids are per connection, so an acknowledgement for a message
+        #: that an earlier connection delivered must not be sent on this one (it could acknowledge another,
+        #: uncommitted message with the same id). The broker redelivers such messages anyway.
+        self._connection = 0
         self._subacked = threading.Condition()
 
     @property
@@ -106,14 +97,16 @@ class Subscriber:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def ack(self, mid: int, qos: int) -> None:
-        if qos > 0:
-            self._client.ack(mid, qos)
+    def ack(self, env: Envelope) -> None:
+        """Acknowledge a message once its batch has committed (pipeline thread; paho queues the PUBACK)."""
+        if env.qos > 0 and env.connection == self._connection:
+            self._client.ack(env.mid, env.qos)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", reason_code)
             return
+        self._connection += 1
         self.connected = True
         self._metrics.broker_connected(True)
         log.info("connected to the broker (session present: %s); subscribing to %s", flags.session_present, self.readings_topic)
@@ -140,6 +133,7 @@ class Subscriber:
                 topic = msg.topic
             except UnicodeDecodeError:  # the pipeline rejects it as bad_topic, and acknowledges it
                 topic = msg._topic.decode("utf-8", "replace")
-            self._inbox.put(Envelope(msg.mid, msg.qos, topic, msg.payload, time.time(), time.monotonic(), ctype))
+            self._inbox.put(Envelope(msg.mid, msg.qos, topic, msg.payload, time.time(), time.monotonic(), ctype,
+                                     self._connection))
         except Exception:  # a callback must never raise into paho's network loop
             log.exception("could not enqueue a message on %r", getattr(msg, "topic", "?"))

@@ -1,10 +1,14 @@
-"""The ingestor's pipeline: receive → batch → decode and validate → write → acknowledge.
+"""The ingestor's pipeline: receive → batch → translate → write → acknowledge.
 
 One thread (the caller of :meth:`Pipeline.run`) does everything after receipt, so batching, retrying
 and acknowledging live in one place. A message is acknowledged only once the transaction holding its
 readings (or its rejection record) has committed; until then the broker keeps it, and redelivers it if
 the ingestor dies. While the database is down the same batch is retried with capped, jittered
 back-off and nothing new is taken, so the MQTT in-flight window fills and the broker holds the rest.
+
+Translation is pure (services/ingest/translate.py) over a registry snapshot; the pipeline keeps the
+snapshot current: ids it has not seen are looked up (once per batch, all at once), the whole registry is
+reloaded every REGISTRY_TTL, and devices the store found retired or deleted at write time are dropped.
 """
 
 from __future__ import annotations
@@ -14,15 +18,16 @@ import queue
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 
-from services.ingest.decode import Rejected, decode_readings, decode_status, parse_topic
+from services.core.catalogue import Reason
 from services.ingest.metrics import IngestMetrics
-from services.ingest.mqtt import Envelope
-from services.ingest.validate import Window, summarise, validate
-from services.ingest.writer import Batch, RejectedRow, StatusChange, TransientError, WriteResult, Writer
+from services.ingest.translate import Envelope, Limits, device_ids, reject, translate
+from services.store.ingest import IngestStore, Registry
+from services.store.model import Batch, RejectedRow, WriteResult
+from services.store.pool import TransientError
 
 log = logging.getLogger("citysense.ingest.pipeline")
 
@@ -31,16 +36,12 @@ log = logging.getLogger("citysense.ingest.pipeline")
 class PipelineConfig:
     batch_size: int = 500
     batch_age_s: float = 0.1
-    max_payload_bytes: int = 65536
-    max_readings: int = 2000
-    window: Window = Window(30 * 86400, 300)
+    limits: Limits = field(default_factory=Limits)
     retry_initial_s: float = 0.2
     retry_max_s: float = 30.0
     #: On shutdown, how long to keep retrying a batch the database will not take before leaving it
     #: unacknowledged (the broker redelivers it to the next run).
     shutdown_grace_s: float = 10.0
-    retention_days: int | None = None
-    retention_every_s: float = 3600.0
 
 
 class RateLimitedLog:
@@ -59,7 +60,7 @@ class RateLimitedLog:
             return
         extra = self._suppressed.pop(reason, 0)
         more = f" (+{extra} more since the last report)" if extra else ""
-        log.warning("rejected %s on %s: %s%s", reason, topic, detail[:300], more)
+        log.warning("rejected %s on %s: %s%s", reason, topic[:200], detail[:300], more)
         self._next[reason] = now + self._interval
 
     def exception(self, exc: BaseException, topic: str) -> None:
@@ -73,15 +74,23 @@ class RateLimitedLog:
 
 
 class Pipeline:
-    def __init__(self, inbox: "queue.SimpleQueue[Envelope]", writer: Writer, ack, metrics: IngestMetrics, config: PipelineConfig):
+    #: Seconds between two full reloads of the device registry.
+    REGISTRY_TTL = 60.0
+    #: Seconds an unknown device id stays unknown before the store is asked again.
+    UNKNOWN_DEVICE_TTL = 5.0
+
+    def __init__(self, inbox: "queue.SimpleQueue[Envelope]", store: IngestStore, ack, metrics: IngestMetrics,
+                 config: PipelineConfig):
         self._inbox = inbox
-        self._writer = writer
-        self._ack = ack  # callable(mid, qos), thread-safe
+        self._store = store
+        self._ack = ack  # callable(envelope), thread-safe
         self._metrics = metrics
         self._config = config
         self._stopping = threading.Event()
         self._rejection_log = RateLimitedLog()
-        self._next_retention = time.monotonic() + 60.0
+        self._registry: Registry | None = None
+        self._registry_until = 0.0
+        self._unknown: dict[str, float] = {}
         self._readings_received = metrics.messages.labels("readings")
         self._status_received = metrics.messages.labels("status")
         self.received = 0  # taken from the inbox
@@ -118,70 +127,53 @@ class Pipeline:
             except queue.Empty:
                 return out
 
-    # -- decode and validate ------------------------------------------------------------------------
-    def _reject(self, batch: Batch, env: Envelope, device_id: str | None, reason: str, detail: str) -> None:
-        payload = env.payload[: self._config.max_payload_bytes]
-        if len(env.payload) > len(payload):
-            detail += f" (payload truncated to {len(payload)} bytes in this record)"
-        batch.rejected.append(RejectedRow(env.received_at, env.topic, device_id, payload, reason, detail))
+    # -- registry ---------------------------------------------------------------------------------
+    def _current_registry(self, envelopes: list[Envelope]) -> Registry:
+        """The snapshot, reloaded when old, and taught the batch's ids it does not know (one query)."""
+        now = time.monotonic()
+        if self._registry is None or now > self._registry_until:
+            self._registry = self._store.registry()
+            self._registry_until = now + self.REGISTRY_TTL
+            self._unknown.clear()
+        reg = self._registry
+        missing = [d for d in device_ids(envelopes) if d not in reg.devices and now >= self._unknown.get(d, 0.0)]
+        if missing:
+            found = self._store.device_keys(missing)
+            for d in missing:
+                if d not in found:
+                    self._unknown[d] = now + self.UNKNOWN_DEVICE_TTL
+            if len(self._unknown) > 100_000:
+                self._unknown.clear()
+            if found:
+                self._registry = reg = Registry(reg.metrics, {**reg.devices, **found})
+        return reg
+
+    def _forget(self, device_ids_: tuple[str, ...]) -> None:
+        if device_ids_ and self._registry is not None:
+            self._registry = Registry(self._registry.metrics,
+                                      {k: v for k, v in self._registry.devices.items() if k not in device_ids_})
 
     def build(self, envelopes: list[Envelope]) -> Batch:
-        """Turn received messages into one batch of readings, rejections and status changes. Consults the
-        device registry (so it may raise TransientError); otherwise pure."""
-        batch = Batch()
-        metrics = self._writer.metrics
-        cfg = self._config
-        for env in envelopes:
-            device_id = None
-            try:
-                topic = parse_topic(env.topic)
-                device_id = topic.device_id
-                device_key = self._writer.device_key(device_id)
-                if device_key is None:
-                    raise Rejected("unknown_device", f"device {device_id!r} is not registered")
-                if topic.channel == "status":
-                    status = decode_status(env.payload)
-                    batch.statuses.append(StatusChange(device_key, status, env.received_at))
-                    continue
-                candidates = decode_readings(
-                    env.payload, env.received_at, device_id,
-                    content_type=env.content_type, max_bytes=cfg.max_payload_bytes, max_readings=cfg.max_readings,
-                )
-                verdict = validate(candidates, device_key, metrics, env.received_at, cfg.window)
-            except Rejected as r:
-                self._reject(batch, env, device_id, r.reason, r.detail)
-                continue
-            except (TransientError, psycopg.Error):
-                raise  # the database, not the message: never recorded against the message
-            except Exception as exc:  # a bug must cost one message, never the pipeline thread
-                self._internal_error(batch, env, device_id, exc)
-                continue
-            batch.readings.extend(verdict.readings)
-            for r in summarise(verdict.rejections):
-                self._reject(batch, env, device_id, r.reason, r.detail)
-        return batch
-
-    def _internal_error(self, batch: Batch, env: Envelope, device_id: str | None, exc: BaseException) -> None:
-        self._rejection_log.exception(exc, env.topic)
-        self._reject(batch, env, device_id, "internal_error", f"{type(exc).__name__} while handling this message")
+        """The batch for these messages (may raise TransientError while it refreshes the registry)."""
+        return translate(envelopes, self._current_registry(envelopes), self._config.limits, self._rejection_log.exception)
 
     # -- writing ------------------------------------------------------------------------------------
-    def _write_with_retry(self, envelopes: list[Envelope]) -> tuple[WriteResult, list[RejectedRow]] | None:
-        """Build and write the batch, retrying transient failures; returns what was written and the
-        rejections recorded. None: given up during shutdown."""
+    def _write_with_retry(self, envelopes: list[Envelope]) -> WriteResult | None:
+        """Translate and write the batch, retrying transient failures; None: given up during shutdown."""
         delay = self._config.retry_initial_s
         give_up_at = None
         while True:
             try:
                 batch = self.build(envelopes)
                 try:
-                    result, rejected = self._writer.write(batch), batch.rejected
+                    result = self._store.write(batch)
                 except TransientError:
                     raise
                 except Exception:  # the database refused the batch, or a bug: find the culprit message
-                    result, rejected = self._write_one_by_one(envelopes)
+                    result = self._write_one_by_one(envelopes)
                 self._metrics.database_connected(True)
-                return result, rejected
+                self._forget(result.refused_devices)
+                return result
             except TransientError as exc:
                 self._metrics.database_connected(False)
                 self._metrics.retries.inc()
@@ -195,43 +187,45 @@ class Pipeline:
                 time.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self._config.retry_max_s)
 
-    def _write_one_by_one(self, envelopes: list[Envelope]) -> tuple[WriteResult, list[RejectedRow]]:
+    def _write_one_by_one(self, envelopes: list[Envelope]) -> WriteResult:
         """A batch the database refused for a reason that is not transient: write each message alone,
         and record the ones that still fail as rejected (reason storage_error), so one bad message
         cannot block the fleet."""
         log.error("batch of %d messages refused by the database; writing them one by one", len(envelopes))
         stored = duplicates = 0
-        rejected: list[RejectedRow] = []
+        rejections: list[RejectedRow] = []
+        refused: list[str] = []
+        limit = self._config.limits.max_payload_bytes
         for env in envelopes:
-            batch = self.build([env])
             try:
-                r = self._writer.write(batch)
+                r = self._store.write(self.build([env]))
             except TransientError:
                 raise
             except psycopg.Error as exc:
                 batch = Batch()
-                self._reject(batch, env, None, "storage_error", f"{type(exc).__name__}: {str(exc)[:200]}")
-                r = self._writer.write(batch)
-            except Exception as exc:  # a value the writer cannot handle: this message only
+                reject(batch, env, None, Reason.STORAGE_ERROR, f"{type(exc).__name__}: {str(exc)[:200]}", limit)
+                r = self._store.write(batch)
+            except Exception as exc:  # a value the store cannot handle: this message only
+                self._rejection_log.exception(exc, env.topic)
                 batch = Batch()
-                self._internal_error(batch, env, None, exc)
-                r = self._writer.write(batch)
+                reject(batch, env, None, Reason.INTERNAL_ERROR, f"{type(exc).__name__} while storing this message", limit)
+                r = self._store.write(batch)
             stored += r.stored
             duplicates += r.duplicates
-            rejected.extend(batch.rejected)
-        return WriteResult(stored, duplicates, len(rejected)), rejected
+            rejections.extend(r.rejections)
+            refused.extend(r.refused_devices)
+        return WriteResult(stored, duplicates, tuple(rejections), tuple(refused))
 
     def process(self, envelopes: list[Envelope]) -> bool:
         """Write and acknowledge one batch of messages. False when it could not be written."""
         m = self._metrics
         t0 = time.monotonic()
-        written = self._write_with_retry(envelopes)
-        if written is None:
+        result = self._write_with_retry(envelopes)
+        if result is None:
             return False
-        result, rejected = written
         done = time.monotonic()
         for env in envelopes:
-            self._ack(env.mid, env.qos)
+            self._ack(env)
             m.lag_seconds.observe(done - env.received_mono)
         self.acked += len(envelopes)
         m.write_seconds.observe(done - t0)
@@ -239,7 +233,7 @@ class Pipeline:
         m.stored.inc(result.stored)
         m.duplicates.inc(result.duplicates)
         m.last_write.set(time.time())
-        for r in rejected:
+        for r in result.rejections:
             m.rejections.labels(r.reason).inc()
             self._rejection_log.rejection(r.reason, r.topic, r.detail)
         return True
@@ -258,7 +252,6 @@ class Pipeline:
             if envelopes:
                 self._count_in(envelopes)
                 self.process(envelopes)
-            self._maybe_apply_retention()
         rest = self._drain()
         if rest:
             self._count_in(rest)
@@ -266,14 +259,3 @@ class Pipeline:
                 if not self.process(rest[i : i + self._config.batch_size]):
                     break
         log.info("pipeline stopped: %d messages received, %d acknowledged", self.received, self.acked)
-
-    def _maybe_apply_retention(self) -> None:
-        if self._config.retention_days is None or time.monotonic() < self._next_retention:
-            return
-        self._next_retention = time.monotonic() + self._config.retention_every_s
-        try:
-            n = self._writer.drop_old_chunks(self._config.retention_days)
-            if n:
-                log.info("retention: dropped %d chunks older than %d days", n, self._config.retention_days)
-        except (TransientError, psycopg.Error) as exc:
-            log.warning("retention skipped this time: %s", exc)

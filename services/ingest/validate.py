@@ -9,10 +9,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from services.core.catalogue import Metric
+from services.core.catalogue import Metric, Reason
 from services.ingest.decode import Candidate
-
-FLAG_TIME_ASSUMED = 1
+from services.store.model import FLAG_TIME_ASSUMED, Reading
 
 #: Units a payload may give for each catalogue unit, and how to convert them (value · factor + offset).
 #: SenML symbols come from IANA's SenML Units registry (RFC 8428 §12.1, RFC 8798): `Cel`, `K`, `%RH`,
@@ -29,18 +28,6 @@ UNIT_ALIASES: dict[str, dict[str, tuple[float, float]]] = {
     "m": {"m": (1, 0), "cm": (0.01, 0), "mm": (0.001, 0)},
     "mm": {"mm": (1, 0), "m": (1000, 0)},
 }
-
-
-# Not frozen: built once per reading on the hot path, and frozen dataclasses construct ~4x slower.
-@dataclass(slots=True)
-class Reading:
-    """A validated reading, ready for the database."""
-
-    device_key: int
-    metric_key: int
-    time: float  # epoch seconds
-    value: float
-    flags: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,20 +63,20 @@ def convert_unit(value: float, given: str | None, metric: Metric) -> float:
 def check_reading(c: Candidate, metric: Metric | None, received_at: float, window: Window) -> tuple[float, None] | tuple[None, Rejection]:
     """The stored value of one candidate, or the reason it cannot be stored."""
     if metric is None:
-        return None, Rejection("unknown_metric", f"metric {c.metric[:40]!r} is not in the catalogue")
+        return None, Rejection(Reason.UNKNOWN_METRIC, f"metric {c.metric[:40]!r} is not in the catalogue")
     v = c.value
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None, Rejection("wrong_type", f"{c.metric}: value {str(v)[:40]!r} is not a number")
+        return None, Rejection(Reason.WRONG_TYPE, f"{c.metric}: value {str(v)[:40]!r} is not a number")
     try:
         value = float(v)
     except OverflowError:
-        return None, Rejection("out_of_range", f"{c.metric}: value is an integer of {v.bit_length()} bits")
+        return None, Rejection(Reason.OUT_OF_RANGE, f"{c.metric}: value is an integer of {v.bit_length()} bits")
     if not math.isfinite(value):
-        return None, Rejection("non_finite", f"{c.metric}: value {value} is not a finite number")
+        return None, Rejection(Reason.NON_FINITE, f"{c.metric}: value {value} is not a finite number")
     try:
         value = convert_unit(value, c.unit, metric)
     except ValueError as exc:
-        return None, Rejection("wrong_unit", str(exc))
+        return None, Rejection(Reason.WRONG_UNIT, str(exc))
     if not metric.min_value <= value <= metric.max_value:
         return None, Rejection(
             "out_of_range",
@@ -97,9 +84,9 @@ def check_reading(c: Candidate, metric: Metric | None, received_at: float, windo
             f"{metric.min_value:g}..{metric.max_value:g}",
         )
     if c.time > received_at + window.max_future_s:
-        return None, Rejection("time_in_future", f"{c.metric}: time is {c.time - received_at:.0f} s ahead of the receipt time")
+        return None, Rejection(Reason.TIME_IN_FUTURE, f"{c.metric}: time is {c.time - received_at:.0f} s ahead of the receipt time")
     if c.time < received_at - window.max_past_s:
-        return None, Rejection("time_too_old", f"{c.metric}: time is {received_at - c.time:.0f} s before the receipt time")
+        return None, Rejection(Reason.TIME_TOO_OLD, f"{c.metric}: time is {received_at - c.time:.0f} s before the receipt time")
     return value, None
 
 

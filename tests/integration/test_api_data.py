@@ -138,7 +138,7 @@ def test_areas(http, canton):
     assert hoods[0]["geometry"]["type"] in ("Polygon", "MultiPolygon") and hoods[0]["csa"]
 
 
-def test_patch_moves_a_device_and_delete_removes_it(http, admin, dsn):
+def test_patch_moves_a_device_delete_retires_it_and_purge_removes_it(http, admin, dsn):
     device_id = unique("mv")
     assert http.post("/v1/devices", headers=admin, json={"device_id": device_id, "kind": "weather", **LATLON}).status_code == 201
     r = http.patch(f"/v1/devices/{device_id}", headers=admin, json={"latitude": 39.2904, "longitude": -76.6122,
@@ -149,7 +149,15 @@ def test_patch_moves_a_device_and_delete_removes_it(http, admin, dsn):
     assert http.patch(f"/v1/devices/{device_id}", headers=admin, json={"kind": None}).status_code == 422
     assert http.patch(f"/v1/devices/{device_id}", json={"interval_s": 5}).status_code == 401
     assert http.delete(f"/v1/devices/{device_id}").status_code == 401
-    assert http.delete(f"/v1/devices/{device_id}", headers=admin).status_code == 204
+    retired = http.delete(f"/v1/devices/{device_id}", headers=admin)
+    assert retired.status_code == 200 and retired.json()["retired_at"] is not None
+    assert http.get(f"/v1/devices/{device_id}").json()["retired_at"] is not None  # it stays, with its history
+    listed = {d["device_id"] for d in http.get("/v1/devices", params={"limit": 1000}).json()["items"]}
+    assert device_id not in listed
+    assert http.post("/v1/devices", headers=admin, json={"device_id": device_id, "kind": "weather", **LATLON}).status_code == 409
+    purged = http.delete(f"/v1/devices/{device_id}", headers=admin, params={"purge": "true"})
+    assert purged.status_code == 200 and purged.json() == {"device_id": device_id, "readings_deleted": 0,
+                                                           "hourly_rollups_deleted": 0}
     assert http.get(f"/v1/devices/{device_id}").status_code == 404
     assert http.delete(f"/v1/devices/{device_id}", headers=admin).status_code == 404
     with psycopg.connect(dsn) as conn:

@@ -6,8 +6,8 @@ import httpx
 import psycopg
 import pytest
 
-from services.core.migrate import migrate
-from services.core.stack import free_port
+from services.store.migrate import migrate
+from services.launcher.stack import free_port
 from tests.helpers import Service, service_env, unique, wait_until
 
 

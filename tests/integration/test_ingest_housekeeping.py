@@ -6,7 +6,7 @@ import time
 import psycopg
 
 from services.ingest.pipeline import RateLimitedLog
-from services.ingest.writer import Writer
+from services.store.ingest import Housekeeping, IngestStore
 from tests.helpers import register_device, unique
 
 
@@ -19,10 +19,14 @@ def test_retention_drops_old_raw_chunks_and_keeps_rollups(dsn):
             conn.execute("INSERT INTO readings VALUES (now() - %s * interval '1 day', %s, 1, 5, 0)", (days, key))
             conn.execute("INSERT INTO readings_hourly VALUES (date_trunc('hour', now() - %s * interval '1 day'), %s, 1, 1, 5, 5, 5, NULL)",
                          (days, key))
-        conn.execute("INSERT INTO rejected_messages VALUES (now() - interval '400 days', 't', %s, '', 'x', 'y')", (device_id,))
-    w = Writer(dsn)
-    assert w.drop_old_chunks(365) >= 2
-    w.close()
+        conn.execute("INSERT INTO rejected_messages (digest, reason, received_at, last_received_at, topic, device_id, "
+                     "payload, detail) VALUES ('\\x00', 'x', now() - interval '400 days', now() - interval '400 days', "
+                     "'t', %s, '', 'y')", (device_id,))
+    store = IngestStore(dsn, "America/New_York")
+    try:
+        assert Housekeeping(store, "America/New_York").apply_retention(365, 365) >= 2
+    finally:
+        store.close()
     with psycopg.connect(dsn) as conn:
         raw = conn.execute("SELECT count(*) FROM readings WHERE device_key = %s", (key,)).fetchone()[0]
         rolled = conn.execute("SELECT count(*) FROM readings_hourly WHERE device_key = %s", (key,)).fetchone()[0]

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from services.core.stack import free_port
+from services.launcher.stack import free_port
 from tests.helpers import REPO, wait_until
 
 pytestmark = pytest.mark.slow
@@ -22,7 +22,7 @@ def start_up(home, ports, *args):
     env.update(CITYSENSE_HOME=str(home), CITYSENSE_PG_PORT=str(ports["pg"]), CITYSENSE_MQTT_PORT=str(ports["mqtt"]),
                CITYSENSE_API_PORT=str(ports["api"]), CITYSENSE_INGEST_METRICS_PORT=str(ports["metrics"]),
                CITYSENSE_SIM_INTERVAL_S="1")
-    return subprocess.Popen([sys.executable, "-m", "services.core.cli", "up", *args], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "services.launcher.cli", "up", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

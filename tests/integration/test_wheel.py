@@ -15,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-from services.core.stack import free_port
+from services.launcher.stack import free_port
 from tests.helpers import REPO, count, unique, wait_until
 
 pytestmark = pytest.mark.slow
@@ -143,7 +143,7 @@ def test_migrate_refuses_when_the_installation_lost_its_migrations(installed, pg
     for f in (broken / site.relative_to(venv) / "services" / "migrations").glob("*.sql"):
         f.unlink()
     # the copied venv's scripts point at the original interpreter path: run the module with the copy's python
-    r = subprocess.run([str(broken / "bin" / "python"), "-m", "services.core.cli", "migrate"], cwd=tmp_path,
+    r = subprocess.run([str(broken / "bin" / "python"), "-m", "services.launcher.cli", "migrate"], cwd=tmp_path,
                        env=_env(database_url=_empty_database(pg, "wheel_" + unique("e").replace("-", "_"))),
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0

@@ -5,16 +5,15 @@ never an exception. The real-broker half is tests/integration/test_ingest_hostil
 from __future__ import annotations
 
 import json
-import queue
 import time
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.core.catalogue import Metric
-from services.ingest.metrics import REJECTION_REASONS, IngestMetrics
-from services.ingest.mqtt import Envelope
-from services.ingest.pipeline import Pipeline, PipelineConfig
+from services.ingest.metrics import REJECTION_REASONS
+from services.ingest.translate import Envelope, Limits, translate
+from services.store.ingest import Registry
 
 METRICS = {
     "pm25": Metric(1, "pm25", "µg/m³", "", 0, 1000, "mean"),
@@ -24,26 +23,15 @@ METRICS = {
 NOW = time.time()
 
 
-class Registry:
-    """The writer's registry side, without a database: one known device."""
-
-    metrics = METRICS
-
-    @staticmethod
-    def device_key(device_id: str) -> int | None:
-        return 1 if device_id == "dev1" else None
-
-
-def pipeline() -> Pipeline:
-    return Pipeline(queue.SimpleQueue(), Registry(), lambda mid, qos: None, IngestMetrics(), PipelineConfig())
+REGISTRY = Registry(METRICS, {"dev1": 1})
 
 
 def envelope(topic: str, payload: bytes, content_type: str | None = None) -> Envelope:
     return Envelope(1, 1, topic, payload, NOW, time.monotonic(), content_type)
 
 
-def accounted(p: Pipeline, env: Envelope) -> None:
-    batch = p.build([env])
+def accounted(env: Envelope) -> None:
+    batch = translate([env], REGISTRY, Limits())
     outcomes = len(batch.readings) + len(batch.statuses) + len(batch.rejected)
     assert outcomes >= 1, "a message vanished without a reading, a status or a rejection"
     for r in batch.rejected:
@@ -73,24 +61,24 @@ HOSTILE = [
 
 
 def test_a_corpus_of_hostile_payloads_is_rejected_message_by_message():
-    p = pipeline()
     for payload in HOSTILE:
-        accounted(p, envelope("city/v1/devices/dev1/readings", payload))
-        accounted(p, envelope("city/v1/devices/dev1/readings", payload, "application/senml+json"))
-        accounted(p, envelope("city/v1/devices/dev1/status", payload))
+        accounted(envelope("city/v1/devices/dev1/readings", payload))
+        accounted(envelope("city/v1/devices/dev1/readings", payload, "application/senml+json"))
+        accounted(envelope("city/v1/devices/dev1/status", payload))
 
 
 def test_a_bug_in_handling_one_message_rejects_it_as_internal_error_and_the_rest_flow():
     class Broken(Registry):
-        @staticmethod
-        def device_key(device_id: str) -> int | None:
+        def device_key(self, device_id: str) -> int | None:
             if device_id == "bug":
                 raise KeyError("a bug")
             return 1
 
-    p = Pipeline(queue.SimpleQueue(), Broken(), lambda mid, qos: None, IngestMetrics(), PipelineConfig())
-    batch = p.build([envelope("city/v1/devices/bug/readings", b'{"readings":{"pm25":1}}'),
-                     envelope("city/v1/devices/dev1/readings", b'{"readings":{"pm25":2}}')])
+    seen = []
+    batch = translate([envelope("city/v1/devices/bug/readings", b'{"readings":{"pm25":1}}'),
+                       envelope("city/v1/devices/dev1/readings", b'{"readings":{"pm25":2}}')],
+                      Broken(METRICS, {}), Limits(), lambda exc, topic: seen.append(type(exc)))
+    assert seen == [KeyError]  # logged
     assert [r.reason for r in batch.rejected] == ["internal_error"]
     assert "KeyError" in batch.rejected[0].detail
     assert [r.value for r in batch.readings] == [2.0]
@@ -114,16 +102,15 @@ def _dump(doc) -> bytes:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=2000), st.sampled_from(["readings", "status", "readingz"]), st.sampled_from(["dev1", "ghost"]))
 def test_any_bytes_on_any_topic_are_accounted_for(payload, channel, device):
-    accounted(pipeline(), envelope(f"city/v1/devices/{device}/{channel}", payload))
+    accounted(envelope(f"city/v1/devices/{device}/{channel}", payload))
 
 
 @settings(max_examples=300, deadline=None)
 @given(json_values)
 def test_any_json_through_the_whole_path_is_accounted_for(doc):
-    p = pipeline()
     for content_type in (None, "application/senml+json"):
-        accounted(p, envelope("city/v1/devices/dev1/readings", _dump({"readings": doc}), content_type))
-        accounted(p, envelope("city/v1/devices/dev1/readings", _dump(doc), content_type))
+        accounted(envelope("city/v1/devices/dev1/readings", _dump({"readings": doc}), content_type))
+        accounted(envelope("city/v1/devices/dev1/readings", _dump(doc), content_type))
 
 
 senml_record = st.fixed_dictionaries({}, optional={
@@ -138,4 +125,4 @@ senml_record = st.fixed_dictionaries({}, optional={
 @settings(max_examples=300, deadline=None)
 @given(st.lists(senml_record, max_size=8))
 def test_any_senml_pack_through_the_whole_path_is_accounted_for(pack):
-    accounted(pipeline(), envelope("city/v1/devices/dev1/readings", _dump(pack), "application/senml+json"))
+    accounted(envelope("city/v1/devices/dev1/readings", _dump(pack), "application/senml+json"))

@@ -7,7 +7,9 @@ import tomllib
 
 import pytest
 
-from services.core import areas, migrate, stack
+from services.core import areas
+from services.launcher import stack
+from services.store import migrate
 from simulators import fleet
 from tests.helpers import REPO
 

@@ -137,10 +137,6 @@ def test_lden_of_a_constant_level_is_6_4_db_above_it():
     assert noise.lden(60, 60, 60) == pytest.approx(66.40, abs=0.01)
 
 
-def test_ldn_penalises_night():
-    assert noise.ldn(60, 60) == pytest.approx(10 * math.log10((15 * 1e6 + 9 * 1e7) / 24))
-
-
 def test_periods_and_guidelines():
     assert [noise.period(h) for h in (6, 7, 18, 19, 22, 23)] == ["night", "day", "day", "evening", "evening", "night"]
     assert noise.exceeds_who(2, 46) and not noise.exceeds_who(12, 46)

@@ -3,7 +3,7 @@
 import contextlib
 import io
 
-from services.core import cli
+from services.launcher import cli
 from tests.helpers import REPO
 
 

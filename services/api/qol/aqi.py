@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
+from services.core.catalogue import POLLUTANTS
+
 BANDS = ((0, 50, "Good"), (51, 100, "Moderate"), (101, 150, "Unhealthy for Sensitive Groups"),
          (151, 200, "Unhealthy"), (201, 300, "Very Unhealthy"), (301, 500, "Hazardous"))
 COLOURS = {"Good": "#00E400", "Moderate": "#FFFF00", "Unhealthy for Sensitive Groups": "#FF7E00",
@@ -146,7 +148,7 @@ def pollutant_aqi(pollutant: str, hourly: list[float | None]) -> PollutantAQI:
     raise ValueError(f"no AQI for {pollutant}")
 
 
-AQI_POLLUTANTS = ("pm25", "pm10", "o3", "no2", "so2", "co")
+AQI_POLLUTANTS = POLLUTANTS
 
 
 @dataclass(frozen=True)

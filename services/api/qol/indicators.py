@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from services.api.qol import aqi, heat, noise
-from services.api.qol.data import DeviceHours, Latest
+from services.api.qol.series import DeviceHours, Latest
 
 
 def area_aqi(hours: dict[str, dict[str, DeviceHours]], latest_hour: datetime) -> dict:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from services.core.catalogue import noise_period as period  # noqa: F401 - the one definition of the periods
+
 #: Guideline levels (dB), for the exceedance counts.
 WHO_LDEN = 53.0  # WHO 2018, road traffic, Lden
 WHO_LNIGHT = 45.0  # WHO 2018, road traffic, Lnight
@@ -28,22 +30,8 @@ def leq(levels: list[float], durations: list[float] | None = None) -> float | No
     return level(sum(t * energy(x) for x, t in zip(levels, durations)) / sum(durations))
 
 
-def period(hour: int) -> str:
-    """day 07–19, evening 19–23, night 23–07 (local time)."""
-    if 7 <= hour < 19:
-        return "day"
-    if 19 <= hour < 23:
-        return "evening"
-    return "night"
-
-
 def lden(l_day: float, l_evening: float, l_night: float) -> float:
     return level((12 * energy(l_day) + 4 * energy(l_evening + 5) + 8 * energy(l_night + 10)) / 24)
-
-
-def ldn(l_day: float, l_night: float) -> float:
-    """US day-night level: night 22–07 with a 10 dB penalty."""
-    return level((15 * energy(l_day) + 9 * energy(l_night + 10)) / 24)
 
 
 def exceeds_who(hour: int, leq_db: float) -> bool:

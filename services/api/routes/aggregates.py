@@ -1,9 +1,11 @@
 """/v1/aggregates: readings in time buckets, by city, CSA, neighbourhood or device.
 
-Three sources, the cheapest that can answer: buckets of whole days by city or CSA come from the daily
-CSA rollups (refreshed by the ingestor about once a minute); other buckets of whole hours from the
-hourly rollups (kept in the same transaction as the readings); shorter buckets from the raw hypertable.
-Start and end are widened to the bucket grid, so every path gives the same answer.
+Three sources, the cheapest that can answer (services/store/aggregates.py): buckets of whole days by city
+or CSA come from the daily CSA rollups (refreshed by the ingestor about once a minute); other buckets of
+whole hours from the hourly rollups (kept in the same transaction as the readings); shorter buckets from
+the raw hypertable. A day is the city's local day (CITYSENSE_TIMEZONE): a bucket of whole days starts at
+local midnight, and a day of a DST change is 23 or 25 hours long. Shorter buckets are UTC-aligned. Each
+hour counts for the area its device was in at that hour.
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ from services.api import pagination
 from services.api.deps import PoolDep, SettingsDep
 from services.api.problems import Problem
 from services.api.responses import cached_json
-from services.api.routes.devices import _limit
 from services.api.schemas import AggregatePage, DeviceKind
 from services.api.scope import CsaParam, NeighbourhoodParam, resolve, time_range
 from services.core.catalogue import DEVICE_ID_PATTERN
+from services.store import aggregates as store
+from services.store.readings import Unknown
 
 router = APIRouter(tags=["aggregates"])
 _BUCKET = re.compile(r"^(\d{1,4})(m|h|d)$")
-GROUPS = {"city": "'city'", "csa": "d.csa", "neighbourhood": "d.neighbourhood", "device": "d.device_id"}
 
 
 def parse_bucket(text: str) -> timedelta:
@@ -37,39 +39,6 @@ def parse_bucket(text: str) -> timedelta:
     if not timedelta(minutes=1) <= size <= timedelta(days=366):
         raise Problem(422, "bucket: between 1m and 366d")
     return size
-
-
-def select_sql(source: str, aggregation: str, group: str, scope_sql: str, keyset: bool, kind: bool) -> str:
-    having = "WHERE (grp, b) > (%(after_group)s, %(after_bucket)s)" if keyset else ""
-    if source == "daily_rollups":
-        grp = "'city'" if group == "city" else "h.csa"
-        where = "TRUE" if scope_sql == "TRUE" else "h.csa = %(scope_name)s"
-        return f"""
-            SELECT b, grp, count, sum, min, max, energy FROM (
-                SELECT time_bucket(%(bucket)s, h.day) AS b, {grp} AS grp, sum(h.count)::bigint AS count,
-                       sum(h.sum) AS sum, min(h.min) AS min, max(h.max) AS max, sum(h.energy) AS energy
-                FROM readings_daily_csa h
-                WHERE h.metric_key = %(metric_key)s AND h.day >= %(start)s AND h.day < %(end)s AND {where}
-                GROUP BY 1, 2
-            ) a {having}
-            ORDER BY grp, b
-            LIMIT %(limit)s"""
-    if source == "hourly_rollups":
-        table, t, cnt, sm, mn, mx, en = "readings_hourly h", "h.bucket", "sum(h.count)", "sum(h.sum)", "min(h.min)", "max(h.max)", "sum(h.energy)"
-    else:
-        table, t, cnt, sm, mn, mx = "readings h", "h.time", "count(*)", "sum(h.value)", "min(h.value)", "max(h.value)"
-        en = "sum(power(10::float8, h.value / 10))" if aggregation == "energy" else "NULL::float8"
-    return f"""
-        SELECT b, grp, count, sum, min, max, energy FROM (
-            SELECT time_bucket(%(bucket)s, {t}) AS b, {GROUPS[group]} AS grp,
-                   {cnt}::bigint AS count, {sm} AS sum, {mn} AS min, {mx} AS max, {en} AS energy
-            FROM {table} JOIN devices d USING (device_key)
-            WHERE h.metric_key = %(metric_key)s AND {t} >= %(start)s AND {t} < %(end)s AND {scope_sql}
-                  {"AND d.kind = %(kind)s" if kind else ""}
-            GROUP BY 1, 2
-        ) a {having}
-        ORDER BY grp, b
-        LIMIT %(limit)s"""
 
 
 @router.get("/v1/aggregates", response_model=AggregatePage, summary="Readings in time buckets")
@@ -89,7 +58,7 @@ async def aggregates(
     limit: Annotated[int | None, Query(ge=1)] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ):
-    limit = _limit(limit, settings)
+    limit = pagination.page_size(limit, settings)
     size = parse_bucket(bucket)
     scope = resolve(csa, neighbourhood, device_id)
     explicit_end, start_param = end is not None, start
@@ -113,33 +82,23 @@ async def aggregates(
            scope, kind, limit, cursor)
 
     async def compute():
-        return await _compute(pool, metric, size, bucket, start, end, group_by, scope, kind, limit, after, source)
+        async with pool.connection() as conn:
+            try:
+                m, g0, g1, rows = await store.aggregate(
+                    conn, metric=metric, size=size, start=start, end=end, group_by=group_by, scope=scope.key(),
+                    kind=kind, limit=limit + 1, after=tuple(after) if after else None, source=source,
+                    timezone=settings.timezone)
+            except Unknown:
+                raise Problem(404, f"no metric {metric!r} in the catalogue (see /v1/metrics)") from None
+        _, unit, aggregation = m
+        items = [_item(r, aggregation) for r in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = pagination.encode([last[1], last[0].isoformat()])
+        return {"items": items, "next_cursor": next_cursor, "metric": metric, "unit": unit, "bucket": bucket,
+                "start": g0, "end": g1, "source": source}
     return await cached_json(request, key, explicit_end and end < now - timedelta(hours=2), AggregatePage, compute)
-
-
-async def _compute(pool, metric, size, bucket, start, end, group_by, scope, kind, limit, after, source):
-    scope_sql, params = scope.where()
-    async with pool.connection() as conn:
-        m = await (await conn.execute("SELECT metric_key, unit, aggregation FROM metrics WHERE metric = %s", (metric,))).fetchone()
-        if m is None:
-            raise Problem(404, f"no metric {metric!r} in the catalogue (see /v1/metrics)")
-        metric_key, unit, aggregation = m
-        # the requested range, widened to the bucket grid time_bucket uses
-        g0, g1 = await (await conn.execute(
-            "SELECT time_bucket(%(b)s, %(s)s::timestamptz), time_bucket(%(b)s, %(e)s::timestamptz - interval '1 microsecond') + %(b)s",
-            {"b": size, "s": start, "e": end})).fetchone()
-        params.update(bucket=size, metric_key=metric_key, start=g0, end=g1, limit=limit + 1, kind=kind)
-        if after:
-            params.update(after_group=after[0], after_bucket=after[1])
-        sql = select_sql(source, aggregation, group_by, scope_sql, bool(after), kind is not None)
-        rows = await (await conn.execute(sql, params)).fetchall()
-    items = [_item(r, aggregation) for r in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = pagination.encode([last[1], last[0].isoformat()])
-    return {"items": items, "next_cursor": next_cursor, "metric": metric, "unit": unit, "bucket": bucket,
-            "start": g0, "end": g1, "source": source}
 
 
 def _item(row, aggregation: str) -> dict:

@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from psycopg.rows import dict_row
 
 from services.api import pagination
 from services.api.deps import PoolDep, SettingsDep
 from services.api.responses import json_response
-from services.api.routes.devices import _limit
 from services.api.schemas import AreaPublic, MetricPublic, Page
 from services.core.areas import baltimore
 from services.core.catalogue import DEVICE_KINDS
+from services.store import catalogue as store
 
 router = APIRouter(tags=["catalogue"])
 
@@ -21,9 +20,7 @@ router = APIRouter(tags=["catalogue"])
 @router.get("/v1/metrics", response_model=Page[MetricPublic], summary="The metric catalogue")
 async def list_metrics(pool: PoolDep):
     async with pool.connection() as conn:
-        cur = await conn.cursor(row_factory=dict_row).execute(
-            "SELECT metric, unit, description, min_value, max_value, aggregation FROM metrics ORDER BY metric_key")
-        rows = await cur.fetchall()
+        rows = await store.metrics(conn)
     return json_response(Page[MetricPublic], {"items": rows, "next_cursor": None})
 
 
@@ -38,13 +35,12 @@ async def list_areas(
     limit: Annotated[int | None, Query(ge=1)] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ):
-    limit = _limit(limit, settings)
+    limit = pagination.page_size(limit, settings)
     after = pagination.decode(cursor, (str,))
     areas = baltimore()
     chosen = areas.csas if level == "csa" else areas.neighbourhoods
-    column = "csa" if level == "csa" else "neighbourhood"
     async with pool.connection() as conn:
-        rows = await (await conn.execute(f"SELECT {column}, kind, count(*) FROM devices GROUP BY 1, 2")).fetchall()
+        rows = await store.devices_by_area(conn, level)
     counts: dict[str, dict[str, int]] = {}
     for name, kind, n in rows:
         counts.setdefault(name, {k: 0 for k in DEVICE_KINDS})[kind] = n

@@ -19,7 +19,7 @@ from psycopg_pool import PoolTimeout
 
 from services.api.deps import PoolDep
 from services.api.schemas import Health, Readiness
-from services.core.migrate import discover
+from services.store.migrate import applied_versions, discover
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger("citysense.api")
@@ -40,8 +40,7 @@ async def livez():
 async def readyz(pool: PoolDep):
     try:
         async with pool.connection(timeout=2) as conn:
-            applied = {r[0] for r in await (await conn.execute(
-                "SELECT version FROM schema_migrations")).fetchall()}
+            applied = await applied_versions(conn)
     except psycopg.errors.UndefinedTable:
         return _not_ready("ok", "the database has no schema yet: run `citysense migrate`")
     except (psycopg.Error, PoolTimeout) as exc:

@@ -13,10 +13,12 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from services.api.deps import PoolDep, SettingsDep
-from services.api.opendata import DATASETS, formatter, geometry, sql_for
+from services.api.datasets import DATASETS, formatter, geometry
 from services.api.problems import Problem
 from services.api.scope import CsaParam, resolve, time_range
 from services.core.areas import baltimore
+from services.store import catalogue as store
+from services.store.datasets import export_query
 
 router = APIRouter(tags=["open data"])
 POD = "https://project-open-data.cio.gov/v1.1/schema"
@@ -36,20 +38,8 @@ async def catalogue(request: Request, pool: PoolDep, settings: SettingsDep):
     b = baltimore().bounds
     spatial = f"{b[0]:.4f},{b[1]:.4f},{b[2]:.4f},{b[3]:.4f}"
     async with pool.connection() as conn:
-        keys = dict(await (await conn.execute("SELECT metric, metric_key FROM metrics")).fetchall())
-        spans = {}
-        for ds in DATASETS.values():
-            if ds.metrics:
-                # per metric, the newest and oldest reading: index scans on (metric_key, time)
-                row = await (await conn.execute(
-                    "SELECT min(lo), max(hi) FROM unnest(%s::int2[]) AS k, LATERAL (SELECT "
-                    "(SELECT min(time) FROM readings WHERE metric_key = k) AS lo, "
-                    "(SELECT max(time) FROM readings WHERE metric_key = k) AS hi) s",
-                    ([keys[m] for m in ds.metrics],))).fetchone()
-            else:
-                row = await (await conn.execute(
-                    "SELECT min(installed), greatest(max(installed), max(status_at)) FROM devices")).fetchone()
-            spans[ds.id] = row
+        spans = {ds.id: await (store.reading_span(conn, list(ds.metrics)) if ds.metrics else store.registry_span(conn))
+                 for ds in DATASETS.values()}
     datasets = []
     for ds in DATASETS.values():
         first, newest = spans[ds.id]
@@ -107,7 +97,8 @@ async def download(
     if csa is not None:
         resolve(csa, None, None)
     start, end = time_range(start, end, settings.api_max_export_days)
-    sql, params = sql_for(ds, {"start": start, "end": end, "metric": metric, "csa": csa, "tz": settings.timezone})
+    sql, params = export_query(ds.id, ds.metrics, {"start": start, "end": end, "metric": metric, "csa": csa,
+                                                   "tz": settings.timezone})
     stamp = f"{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}" if ds.timed else datetime.now(timezone.utc).strftime("%Y%m%dT%H%M")
     filename = f"citysense-{ds.id}-{stamp}.{fmt}"
     body = _csv(pool, ds, sql, params) if fmt == "csv" else _geojson(pool, ds, sql, params)

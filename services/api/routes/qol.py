@@ -1,4 +1,4 @@
-"""/v1/qol: quality-of-life indicators by area, and /v1/status/freshness."""
+"""/v1/qol: quality-of-life indicators by area."""
 
 from __future__ import annotations
 
@@ -11,17 +11,17 @@ from fastapi import APIRouter, Query, Request
 from services.api.deps import PoolDep, SettingsDep
 from services.api.responses import cached_json
 from services.api.qol import indicators
+from services.api.qol import noise
 from services.api.qol.aqi import AQI_POLLUTANTS
-from services.api.qol.data import hourly_means, latest_values
-from services.api.schemas import AQIPublic, DeviceKind, HeatIndexPublic, NoisePublic
-from services.api.scope import CsaParam, NeighbourhoodParam, Scope, floor_hour, moment, resolve
+from services.api.qol.series import hourly_means, latest_values
+from services.api.schemas import AQIPublic, HeatIndexPublic, NoisePublic
+from services.api.scope import CsaParam as Csa, NeighbourhoodParam as Hood, Scope, floor_hour, moment, resolve
 from services.core.areas import baltimore
 from services.core.catalogue import DEVICE_ID_PATTERN
+from services.store import qol as store
 
 router = APIRouter(tags=["quality of life"])
 
-Csa = CsaParam
-Hood = NeighbourhoodParam
 Device = Annotated[str | None, Query(pattern=DEVICE_ID_PATTERN)]
 At = Annotated[datetime | None, Query(description="A past moment, RFC 3339 (default: now).")]
 
@@ -42,7 +42,7 @@ async def compute_heat(conn, scope: Scope, at: datetime) -> dict:
 
 
 @router.get("/v1/qol/aqi", response_model=AQIPublic, summary="US EPA Air Quality Index")
-async def qol_aqi(request: Request, pool: PoolDep, settings: SettingsDep, csa: Csa = None, neighbourhood: Hood = None,
+async def qol_aqi(request: Request, pool: PoolDep, csa: Csa = None, neighbourhood: Hood = None,
                   device_id: Device = None, at: At = None):
     """The AQI (EPA breakpoints in force since May 2024) for the latest complete hour before `at`: PM2.5
     and PM10 by NowCast over hourly means, O3 8-hour (1-hour where more precautionary), CO 8-hour, NO2 and
@@ -96,7 +96,7 @@ async def qol_noise(request: Request, pool: PoolDep, settings: SettingsDep, csa:
                              "description": "Rows (JSON), or a GeoJSON FeatureCollection with format=geojson"}},
             description="Per Community Statistical Area: AQI, heat index, the last 24 hours' noise Leq, and data "
                         "coverage. `format=geojson` answers a FeatureCollection with the CSA boundaries.")
-async def qol_summary(request: Request, pool: PoolDep, settings: SettingsDep, at: At = None,
+async def qol_summary(request: Request, pool: PoolDep, at: At = None,
                       format: Literal["json", "geojson"] = "json"):
     t = moment(at)
     key = ("summary", format, floor_hour(t) if at is None else t)
@@ -114,18 +114,13 @@ async def qol_summary(request: Request, pool: PoolDep, settings: SettingsDep, at
 
 
 async def summary_rows(pool, at: datetime) -> list[dict]:
-    from services.api.qol import noise
-
     city = Scope("city", None)
     latest_hour = floor_hour(at) - timedelta(hours=1)
     async with pool.connection() as conn:
         aq = await hourly_means(conn, city, AQI_POLLUTANTS, latest_hour - timedelta(hours=23), latest_hour + timedelta(hours=1))
         nz = await hourly_means(conn, city, ("noise_laeq",), latest_hour - timedelta(hours=23), latest_hour + timedelta(hours=1), energy=True)
         wx = await latest_values(conn, city, ("temperature", "humidity"), at)
-        devices = await (await conn.execute(
-            "SELECT csa, count(*), count(*) FILTER (WHERE last_seen >= %s - 2 * interval_s * interval '1 second') "
-            "FROM devices GROUP BY csa", (at,))).fetchall()
-    coverage = {csa: (n, fresh) for csa, n, fresh in devices}
+        coverage = await store.coverage(conn, at)
     rows = []
     for name, area in sorted(baltimore().csas.items()):
         in_csa = lambda d: {k: v for k, v in d.items() if v.csa == name}  # noqa: E731
@@ -141,26 +136,3 @@ async def summary_rows(pool, at: datetime) -> list[dict]:
             "devices": n, "devices_reporting": fresh, "coverage": round(fresh / n, 3) if n else None,
         })
     return rows
-
-
-@router.get("/v1/status/freshness", summary="How fresh the data is, by device kind and CSA",
-            description="Per device kind and CSA: the newest reading, the share of devices that reported within "
-                        "twice their expected interval, and the silent devices with their last report.")
-async def freshness(pool: PoolDep, kind: DeviceKind | None = None, csa: Csa = None):
-    if csa is not None:
-        resolve(csa, None, None)
-    async with pool.connection() as conn:
-        rows = await (await conn.execute("""
-            SELECT kind, csa, count(*), max(last_seen),
-                   count(*) FILTER (WHERE last_seen >= now() - 2 * interval_s * interval '1 second'),
-                   coalesce(jsonb_agg(jsonb_build_object('device_id', device_id, 'last_seen', last_seen,
-                                                         'interval_s', interval_s) ORDER BY device_id)
-                            FILTER (WHERE last_seen IS NULL OR last_seen < now() - 2 * interval_s * interval '1 second'),
-                            '[]'::jsonb)
-            FROM devices
-            WHERE (%(kind)s::text IS NULL OR kind = %(kind)s) AND (%(csa)s::text IS NULL OR csa = %(csa)s)
-            GROUP BY kind, csa ORDER BY kind, csa""", {"kind": kind, "csa": csa})).fetchall()
-    items = [{"kind": k, "csa": c, "devices": n, "newest_reading": newest, "reporting": fresh,
-              "share_reporting": round(fresh / n, 3), "silent": silent}
-             for k, c, n, newest, fresh, silent in rows]
-    return {"items": items, "next_cursor": None}

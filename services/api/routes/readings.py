@@ -6,16 +6,16 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from psycopg.rows import dict_row
 
-from services.api import keys, pagination
+from services.api import pagination
 from services.api.deps import PoolDep, SettingsDep
 from services.api.problems import Problem
 from services.api.responses import rows_response
-from services.api.routes.devices import _limit
 from services.api.schemas import Page, ReadingPublic
 from services.api.scope import time_range
 from services.core.catalogue import DEVICE_ID_PATTERN
+from services.store import readings as store
+from services.store.readings import Unknown
 
 router = APIRouter(prefix="/v1/readings", tags=["readings"])
 
@@ -31,7 +31,7 @@ async def list_readings(
     limit: Annotated[int | None, Query(ge=1)] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ):
-    limit = _limit(limit, settings)
+    limit = pagination.page_size(limit, settings)
     start, end = time_range(start, end, settings.api_max_range_days)
     after = pagination.decode(cursor, (str, int, int))
     if after:
@@ -39,32 +39,14 @@ async def list_readings(
             after[0] = datetime.fromisoformat(after[0])
         except ValueError:
             raise Problem(400, "cursor is not valid: pass back the next_cursor of a previous page unchanged") from None
-    where = ["r.time >= %(start)s", "r.time < %(end)s"]
-    params: dict = {"start": start, "end": end, "limit": limit + 1}
     async with pool.connection() as conn:
-        if device_id is not None:
-            key = await keys.device(conn, device_id)
-            if key is None:
-                raise Problem(404, f"no device {device_id!r}")
-            where.append("r.device_key = %(device_key)s")
-            params["device_key"] = key
-        if metric is not None:
-            key = await keys.metric(conn, metric)
-            if key is None:
-                raise Problem(404, f"no metric {metric!r} in the catalogue (see /v1/metrics)")
-            where.append("r.metric_key = %(metric_key)s")
-            params["metric_key"] = key
-        if after:
-            where.append("(r.time, r.device_key, r.metric_key) > (%(t)s, %(dk)s, %(mk)s)")
-            params.update(t=after[0], dk=after[1], mk=after[2])
-        sql = f"""
-            SELECT r.time, d.device_id, m.metric, r.value, m.unit, (r.flags & 1) = 1 AS time_assumed,
-                   r.device_key, r.metric_key
-            FROM readings r JOIN devices d USING (device_key) JOIN metrics m USING (metric_key)
-            WHERE {' AND '.join(where)}
-            ORDER BY r.time, r.device_key, r.metric_key
-            LIMIT %(limit)s"""
-        rows = await (await conn.cursor(row_factory=dict_row).execute(sql, params)).fetchall()
+        try:
+            rows = await store.page(conn, start=start, end=end, limit=limit + 1, device_id=device_id, metric=metric,
+                                    after=tuple(after) if after else None)
+        except Unknown as exc:
+            if exc.args[0] == "device":
+                raise Problem(404, f"no device {device_id!r}") from None
+            raise Problem(404, f"no metric {metric!r} in the catalogue (see /v1/metrics)") from None
     next_cursor = None
     if len(rows) > limit:
         last = rows[limit - 1]

@@ -28,7 +28,7 @@ def _settings(**overrides) -> Settings:
 
 
 def cmd_migrate(args) -> int:
-    from services.core.migrate import MigrationError, migrate
+    from services.store.migrate import MigrationError, migrate
 
     s = _settings()
     try:
@@ -89,7 +89,7 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_up(args) -> int:
-    from services.core.up import up
+    from services.launcher.up import up
 
     overrides = {}
     if args.devices is not None:

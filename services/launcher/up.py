@@ -18,11 +18,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psycopg
-
-from services.core.migrate import migrate
-from services.core.settings import Settings
-from services.core.stack import MosquittoBroker, PostgresCluster, StackError, require_free_port, service_dir
+from services.store.migrate import migrate
+from services.store.readings import any_stored
+from services.core.settings import Settings, redact_url
+from services.launcher.stack import MosquittoBroker, PostgresCluster, StackError, require_free_port, service_dir
 
 
 def _say(msg: str) -> None:
@@ -111,13 +110,12 @@ def up(settings: Settings, simulator: bool = True) -> int:
             "CITYSENSE_ENVIRONMENT": "development",
             "CITYSENSE_SIM_DEVICES": str(settings.sim_devices),
         }
-        cli = [sys.executable, "-m", "services.core.cli"]
+        cli = [sys.executable, "-m", "services.launcher.cli"]
         children = [Child("ingestor", [*cli, "ingest"], env), Child("API", [*cli, "api"], env)]
         if simulator:
             # On a fresh database the fleet first backfills a day, so AQI (NowCast), noise (Lden) and
             # daily cycles have something to show from the first minute.
-            with psycopg.connect(cluster.dsn) as conn:
-                empty = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM readings)").fetchone()[0]
+            empty = not any_stored(cluster.dsn)
             children.append(Child("simulator", [*cli, "simulate", *(["--backfill-hours", "24"] if empty else [])], env))
         for child in children:
             child.start()
@@ -137,7 +135,7 @@ def up(settings: Settings, simulator: bool = True) -> int:
             f"  API metrics    {api}/metrics\n"
             f"  ingest metrics {metrics_line}\n"
             f"  MQTT broker    mqtt://127.0.0.1:{settings.mqtt_port}   (topics city/v1/devices/<id>/readings|status)\n"
-            f"  database       {cluster.dsn.replace(cluster.secret('PG_CITYSENSE_PASSWORD'), '***')}\n"
+            f"  database       {redact_url(cluster.dsn)}\n"
             f"                 (password in {secrets_file})\n"
             f"  admin token    {token}\n"
             f"  fleet          {settings.sim_devices if simulator else 0} simulated devices\n"
@@ -200,7 +198,7 @@ def _is_supervisor(pid: int) -> bool:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"up" in args and any(a.endswith(b"citysense") or a == b"services.core.cli" for a in args)
+    return b"up" in args and any(a.endswith(b"citysense") or a == b"services.launcher.cli" for a in args)
 
 
 def _alive(pid: int, needle: bytes) -> bool:
@@ -220,7 +218,7 @@ def _kill_leftovers(path: Path) -> None:
         raise StackError(f"citysense up is already running here (process {pids[0]}); stop it first, or give this "
                          "run its own CITYSENSE_HOME and ports")
     for pid in pids[1:]:
-        if _alive(pid, b"mosquitto") or _alive(pid, b"services.core.cli"):
+        if _alive(pid, b"mosquitto") or _alive(pid, b"services.launcher.cli"):
             _say(f"stopping process {pid} left running by an earlier run")
             try:
                 os.kill(pid, signal.SIGTERM)

@@ -1,5 +1,5 @@
-"""Fetch what the quality-of-life maths needs, for many devices at once, and shape it into plain
-Python values. All SQL for /v1/qol lives here."""
+"""What the quality-of-life maths reads, shaped into plain values: each device's valid hourly means, and
+each device's latest values. The SQL is the store's (services/store/qol.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from services.api.scope import Scope
+from services.store import qol as store
 
 #: An hour's mean is valid when its readings cover at least 75 % of the hour at the device's
 #: reporting interval (EPA's completeness rule for hourly averages).
@@ -33,17 +34,12 @@ class DeviceHours:
 
 async def hourly_means(conn, scope: Scope, metrics: tuple[str, ...], start: datetime, end: datetime,
                        energy: bool = False) -> dict[str, dict[str, DeviceHours]]:
-    """{metric: {device_id: DeviceHours}} from the hourly rollups, hours in [start, end); an hour whose
-    coverage is too thin is left out. With ``energy``, hourly means are energy means (decibels)."""
-    scope_sql, params = scope.where()
-    mean = "10 * log(h.energy / h.count)" if energy else "h.sum / h.count"
-    rows = await (await conn.execute(f"""
-        SELECT m.metric, d.device_id, d.csa, d.neighbourhood, d.interval_s, h.bucket, {mean}, h.count
-        FROM readings_hourly h JOIN devices d USING (device_key) JOIN metrics m USING (metric_key)
-        WHERE m.metric = ANY(%(metrics)s) AND h.bucket >= %(start)s AND h.bucket < %(end)s AND {scope_sql}""",
-        {**params, "metrics": list(metrics), "start": start, "end": end})).fetchall()
+    """{metric: {device_id: DeviceHours}}, hours in [start, end); an hour whose coverage is too thin is
+    left out. With ``energy``, hourly means are energy means (decibels). A device that moved appears with
+    the area of its latest hour in the range."""
     out: dict[str, dict[str, DeviceHours]] = {m: {} for m in metrics}
-    for metric, device_id, csa, hood, interval_s, bucket, value, count in rows:
+    for metric, device_id, csa, hood, interval_s, bucket, value, count in await store.hourly(
+            conn, scope.key(), metrics, start, end, energy):
         if count < readings_needed(interval_s) or value is None:
             continue
         dh = out[metric].setdefault(device_id, DeviceHours(device_id, csa, hood))
@@ -61,14 +57,7 @@ class Latest:
 async def latest_values(conn, scope: Scope, metrics: tuple[str, ...], at: datetime,
                         window: timedelta = timedelta(hours=1)) -> dict[str, Latest]:
     """Each device's most recent reading of each metric in (at − window, at]."""
-    scope_sql, params = scope.where()
-    rows = await (await conn.execute(f"""
-        SELECT DISTINCT ON (r.device_key, r.metric_key) d.device_id, d.csa, m.metric, r.value
-        FROM readings r JOIN devices d USING (device_key) JOIN metrics m USING (metric_key)
-        WHERE m.metric = ANY(%(metrics)s) AND r.time > %(from)s AND r.time <= %(at)s AND {scope_sql}
-        ORDER BY r.device_key, r.metric_key, r.time DESC""",
-        {**params, "metrics": list(metrics), "from": at - window, "at": at})).fetchall()
     out: dict[str, Latest] = {}
-    for device_id, csa, metric, value in rows:
+    for device_id, csa, metric, value in await store.latest(conn, scope.key(), metrics, at, window):
         out.setdefault(device_id, Latest(device_id, csa)).values[metric] = value
     return out

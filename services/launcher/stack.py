@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-import psycopg
+from services.store.migrate import bootstrap
 
 #: The repository's deploy/mosquitto/mosquitto.conf.template, installed in the package services.deploy.
 MOSQUITTO_TEMPLATE = files("services.deploy") / "mosquitto" / "mosquitto.conf.template"
@@ -232,21 +232,9 @@ class PostgresCluster:
         if self.running():
             _as_postgres([str(self.pg_bin / "pg_ctl"), "stop", "-w", "-m", mode, "-D", str(self.data_dir)])
 
-    def kill(self) -> None:
-        """Stop the server abruptly (immediate shutdown: no checkpoint), as a crash would."""
-        self.stop("immediate")
-
     def _bootstrap(self) -> None:
-        """Create the citysense role, database and the TimescaleDB extension (idempotent). The
-        extension needs a superuser; the services then connect as the unprivileged owner."""
-        pw = self.secret("PG_CITYSENSE_PASSWORD")
-        with psycopg.connect(self.superuser_dsn, autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'citysense'").fetchone():
-                conn.execute(psycopg.sql.SQL("CREATE ROLE citysense LOGIN PASSWORD {}").format(psycopg.sql.Literal(pw)))
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'citysense'").fetchone():
-                conn.execute("CREATE DATABASE citysense OWNER citysense")
-        with psycopg.connect(self.superuser_dsn.rsplit("/", 1)[0] + "/citysense", autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        """The citysense role, database and TimescaleDB extension (idempotent; services/store/migrate.py)."""
+        bootstrap(self.superuser_dsn, self.secret("PG_CITYSENSE_PASSWORD"))
 
 
 @dataclass

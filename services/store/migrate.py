@@ -15,6 +15,7 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 
 import psycopg
+from psycopg import sql
 
 log = logging.getLogger("citysense.migrate")
 
@@ -88,3 +89,31 @@ def migrate(dsn: str, directory: Traversable = MIGRATIONS) -> list[int]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
     return applied_now
+
+
+def bootstrap(superuser_dsn: str, password: str, role: str = "citysense", database: str = "citysense") -> None:
+    """Create the role, its database and the TimescaleDB extension, when missing (a local or test cluster;
+    elsewhere a DBA does this once). The extension needs a superuser; the services then connect as the
+    unprivileged owner, which runs the migrations."""
+    with psycopg.connect(superuser_dsn, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(role)))
+    with psycopg.connect(superuser_dsn.rsplit("/", 1)[0] + "/" + database, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+
+
+def create_database(superuser_dsn: str, name: str, owner: str = "citysense") -> str:
+    """A new, empty database with TimescaleDB, owned by ``owner`` (tests); its URL for the superuser."""
+    with psycopg.connect(superuser_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(owner)))
+    url = superuser_dsn.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION timescaledb")
+    return url
+
+
+async def applied_versions(conn) -> set[int]:
+    """The migrations applied to the database (raises psycopg.errors.UndefinedTable on an empty one)."""
+    return {r[0] for r in await (await conn.execute("SELECT version FROM schema_migrations")).fetchall()}

@@ -1,5 +1,5 @@
-"""The open datasets citysense publishes: what each is, the SQL that produces it (streamed from a
-server-side cursor), and how a row becomes CSV and GeoJSON. The DCAT-US 1.1 catalogue (data.json) is
+"""The open datasets citysense publishes: what each is, and how a row becomes CSV and GeoJSON (each
+dataset's query is the store's: services/store/datasets.py). The DCAT-US 1.1 catalogue (data.json) is
 built from the same definitions, so the catalogue cannot name a dataset the API does not serve."""
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 
 from services.api.qol import aqi, heat, noise
 from services.core.areas import baltimore
-
-AIR = ("pm25", "pm10", "o3", "no2", "co", "so2")
+from services.core.catalogue import POLLUTANTS as AIR
 
 
 @dataclass(frozen=True)
@@ -52,13 +51,14 @@ def _daily(row: dict) -> dict:
 
 DATASETS: dict[str, Dataset] = {d.id: d for d in (
     Dataset("sensors", "Environmental sensor inventory",
-            "Every sensor in the network: kind, position, neighbourhood and Community Statistical Area, reporting "
-            "interval, status and when it last reported.",
+            "Every sensor in the network, retired ones included: kind, current position, neighbourhood and Community "
+            "Statistical Area, reporting interval, status, when it last reported and when it was retired.",
             ("sensors", "internet of things", "air quality", "noise", "weather", "traffic", "water"), "R/PT1H",
             ("device_id", "kind", "latitude", "longitude", "neighbourhood", "csa", "installed", "interval_s", "status",
-             "last_seen"), (), "device", timed=False),
+             "last_seen", "retired_at"), (), "device", timed=False),
     Dataset("readings", "Raw sensor readings",
-            "Every validated reading: time, device, metric, value and unit, with the device's position and area.",
+            "Every validated reading: time, device, metric, value and unit, with the device's position and area "
+            "when the reading was taken.",
             ("sensors", "readings", "time series"), "R/PT1M",
             ("time", "device_id", "kind", "metric", "value", "unit", "latitude", "longitude", "neighbourhood", "csa"),
             ("pm25", "pm10", "o3", "no2", "co", "so2", "noise_laeq", "temperature", "humidity", "traffic_count",
@@ -87,50 +87,6 @@ DATASETS: dict[str, Dataset] = {d.id: d for d in (
             ("day", "csa", "pm25_mean", "pm25_hours", "pm25_aqi", "temperature_max", "lden", "lnight", "devices"),
             ("pm25", "temperature", "noise_laeq"), "csa", derive=_daily),
 )}
-
-
-def sql_for(ds: Dataset, filters: dict) -> tuple[str, dict]:
-    """The export query of a dataset, with bound parameters only."""
-    p = dict(filters)
-    if ds.id == "sensors":
-        where = "WHERE (%(csa)s::text IS NULL OR csa = %(csa)s)"
-        return (f"SELECT device_id, kind, latitude, longitude, neighbourhood, csa, installed, interval_s, status, last_seen "
-                f"FROM devices {where} ORDER BY device_id"), p
-    if ds.id == "readings":
-        return ("""SELECT r.time, d.device_id, d.kind, m.metric, r.value, m.unit, d.latitude, d.longitude, d.neighbourhood, d.csa
-                   FROM readings r JOIN devices d USING (device_key) JOIN metrics m USING (metric_key)
-                   WHERE r.time >= %(start)s AND r.time < %(end)s
-                     AND (%(metric)s::text IS NULL OR m.metric = %(metric)s) AND (%(csa)s::text IS NULL OR d.csa = %(csa)s)
-                   ORDER BY r.time, r.device_key, r.metric_key"""), p
-    if ds.id == "csa-daily-summary":
-        return ("""SELECT (h.bucket AT TIME ZONE %(tz)s)::date AS day, d.csa,
-                   sum(h.sum) FILTER (WHERE m.metric = 'pm25') / nullif(sum(h.count) FILTER (WHERE m.metric = 'pm25'), 0) AS pm25_mean,
-                   count(DISTINCT h.bucket) FILTER (WHERE m.metric = 'pm25') AS pm25_hours,
-                   max(h.sum / h.count) FILTER (WHERE m.metric = 'temperature') AS temperature_max,
-                   sum(h.energy) FILTER (WHERE m.metric = 'noise_laeq' AND extract(hour FROM h.bucket AT TIME ZONE %(tz)s) BETWEEN 7 AND 18)
-                     / nullif(sum(h.count) FILTER (WHERE m.metric = 'noise_laeq' AND extract(hour FROM h.bucket AT TIME ZONE %(tz)s) BETWEEN 7 AND 18), 0) AS energy_day,
-                   sum(h.energy) FILTER (WHERE m.metric = 'noise_laeq' AND extract(hour FROM h.bucket AT TIME ZONE %(tz)s) BETWEEN 19 AND 22)
-                     / nullif(sum(h.count) FILTER (WHERE m.metric = 'noise_laeq' AND extract(hour FROM h.bucket AT TIME ZONE %(tz)s) BETWEEN 19 AND 22), 0) AS energy_evening,
-                   sum(h.energy) FILTER (WHERE m.metric = 'noise_laeq' AND (extract(hour FROM h.bucket AT TIME ZONE %(tz)s) >= 23 OR extract(hour FROM h.bucket AT TIME ZONE %(tz)s) < 7))
-                     / nullif(sum(h.count) FILTER (WHERE m.metric = 'noise_laeq' AND (extract(hour FROM h.bucket AT TIME ZONE %(tz)s) >= 23 OR extract(hour FROM h.bucket AT TIME ZONE %(tz)s) < 7)), 0) AS energy_night,
-                   count(DISTINCT h.device_key) AS devices
-                   FROM readings_hourly h JOIN devices d USING (device_key) JOIN metrics m USING (metric_key)
-                   WHERE m.metric = ANY(%(metrics)s) AND h.bucket >= %(start)s AND h.bucket < %(end)s
-                     AND (%(csa)s::text IS NULL OR d.csa = %(csa)s)
-                   GROUP BY 1, 2 ORDER BY 1, 2"""), {**p, "metrics": list(ds.metrics)}
-    # hourly per-CSA pivots
-    if ds.id == "noise-hourly":
-        cols = ("10 * log(sum(h.energy) / sum(h.count)) AS leq, sum(h.count) AS readings",)
-    else:
-        cols = tuple(
-            (f"sum(h.sum) FILTER (WHERE m.metric = '{metric}')" if metric == "rainfall" else
-             f"sum(h.sum) FILTER (WHERE m.metric = '{metric}') / nullif(sum(h.count) FILTER (WHERE m.metric = '{metric}'), 0)")
-            + f" AS {metric}" for metric in ds.metrics)  # metric names come from the fixed definitions above
-    return (f"""SELECT h.bucket AS hour, d.csa, {", ".join(cols)}, count(DISTINCT h.device_key) AS devices
-               FROM readings_hourly h JOIN devices d USING (device_key) JOIN metrics m USING (metric_key)
-               WHERE m.metric = ANY(%(metrics)s) AND h.bucket >= %(start)s AND h.bucket < %(end)s
-                 AND (%(csa)s::text IS NULL OR d.csa = %(csa)s)
-               GROUP BY 1, 2 ORDER BY 1, 2"""), {**p, "metrics": list(ds.metrics)}
 
 
 #: Datasets published exactly as stored (raw values are never rounded); the others are means.

@@ -1,0 +1,94 @@
+"""Readings in time buckets, from the cheapest source that can answer:
+
+- ``daily_rollups``: whole-day buckets by city or CSA (local days, from readings_daily_csa);
+- ``hourly_rollups``: other whole-hour buckets (hourly_placed: each hour in the area its device was in);
+- ``raw``: shorter buckets (readings_placed).
+
+Buckets of whole days are local days everywhere (time_bucket with the city's time zone, so a DST day is a
+23- or 25-hour bucket); shorter buckets are UTC-aligned. Start and end are widened to the bucket grid, so
+every source gives the same answer for the same question.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from psycopg import sql
+
+from services.store.readings import Unknown
+
+GROUPS = {"city": sql.SQL("'city'"), "csa": sql.SQL("h.csa"), "neighbourhood": sql.SQL("h.neighbourhood"),
+          "device": sql.SQL("d.device_id")}
+SCOPES = {"csa": sql.SQL("h.csa"), "neighbourhood": sql.SQL("h.neighbourhood"), "device": sql.SQL("d.device_id")}
+
+
+def _bucket_expr(column: sql.Composable, whole_days: bool) -> sql.Composable:
+    if whole_days:
+        return sql.SQL("time_bucket(%(bucket)s, {}, %(tz)s)").format(column)
+    return sql.SQL("time_bucket(%(bucket)s, {})").format(column)
+
+
+async def grid(conn, size: timedelta, start: datetime, end: datetime, timezone: str) -> tuple[datetime, datetime]:
+    """[start, end) widened to the bucket grid."""
+    whole_days = size % timedelta(days=1) == timedelta(0)
+    b = "time_bucket(%(b)s, {t}, %(tz)s)" if whole_days else "time_bucket(%(b)s, {t})"
+    q = "SELECT " + b.format(t="%(s)s::timestamptz") + ", " + \
+        b.format(t="%(e)s::timestamptz - interval '1 microsecond'") + " + %(b)s"
+    return await (await conn.execute(q, {"b": size, "s": start, "e": end, "tz": timezone})).fetchone()
+
+
+async def aggregate(conn, *, metric: str, size: timedelta, start: datetime, end: datetime, group_by: str,
+                    scope: tuple[str, str | None], kind: str | None, limit: int,
+                    after: tuple[str, datetime] | None, source: str, timezone: str):
+    """(metric row, grid start, grid end, rows of (bucket, group, count, sum, min, max, energy)).
+    Raises Unknown("metric") for a metric not in the catalogue."""
+    m = await (await conn.execute("SELECT metric_key, unit, aggregation FROM metrics WHERE metric = %s",
+                                  (metric,))).fetchone()
+    if m is None:
+        raise Unknown("metric")
+    metric_key, _, aggregation = m
+    g0, g1 = await grid(conn, size, start, end, timezone)
+    whole_days = size % timedelta(days=1) == timedelta(0)
+    params = {"bucket": size, "metric_key": metric_key, "start": g0, "end": g1, "limit": limit,
+              "kind": kind, "tz": timezone, "scope_name": scope[1]}
+    keyset = sql.SQL("")
+    if after is not None:
+        keyset = sql.SQL("WHERE (grp, b) > (%(after_group)s, %(after_bucket)s)")
+        params.update(after_group=after[0], after_bucket=after[1])
+    if source == "daily_rollups":
+        # local days stored as dates: the bucket is the local midnight that starts it
+        where = sql.SQL("TRUE") if scope[0] == "city" else sql.SQL("h.csa = %(scope_name)s")
+        inner = sql.SQL("""
+            SELECT (time_bucket(%(bucket)s, h.day)::timestamp AT TIME ZONE %(tz)s) AS b, {grp} AS grp,
+                   sum(h.count)::bigint AS count, sum(h.sum) AS sum, min(h.min) AS min, max(h.max) AS max,
+                   sum(h.energy) AS energy
+            FROM readings_daily_csa h
+            WHERE h.metric_key = %(metric_key)s
+              AND h.day >= (%(start)s::timestamptz AT TIME ZONE %(tz)s)::date
+              AND h.day < (%(end)s::timestamptz AT TIME ZONE %(tz)s)::date AND {where}
+            GROUP BY 1, 2""").format(grp=sql.SQL("'city'") if group_by == "city" else sql.SQL("h.csa"), where=where)
+    else:
+        if source == "hourly_rollups":
+            table, t = sql.SQL("hourly_placed h"), sql.SQL("h.bucket")
+            cnt, sm, mn, mx, en = (sql.SQL(x) for x in ("sum(h.count)", "sum(h.sum)", "min(h.min)", "max(h.max)",
+                                                         "sum(h.energy)"))
+        else:
+            table, t = sql.SQL("readings_placed h"), sql.SQL("h.time")
+            cnt, sm, mn, mx = (sql.SQL(x) for x in ("count(*)", "sum(h.value)", "min(h.value)", "max(h.value)"))
+            en = sql.SQL("sum(power(10::float8, h.value / 10))" if aggregation == "energy" else "NULL::float8")
+        where = [sql.SQL("h.metric_key = %(metric_key)s"), sql.SQL("{} >= %(start)s").format(t),
+                 sql.SQL("{} < %(end)s").format(t)]
+        if scope[0] != "city":
+            where.append(sql.SQL("{} = %(scope_name)s").format(SCOPES[scope[0]]))
+        if kind is not None:
+            where.append(sql.SQL("d.kind = %(kind)s"))
+        inner = sql.SQL("""
+            SELECT {b} AS b, {grp} AS grp, {cnt}::bigint AS count, {sm} AS sum, {mn} AS min, {mx} AS max, {en} AS energy
+            FROM {table} JOIN devices d USING (device_key)
+            WHERE {where}
+            GROUP BY 1, 2""").format(b=_bucket_expr(t, whole_days), grp=GROUPS[group_by], cnt=cnt, sm=sm, mn=mn,
+                                     mx=mx, en=en, table=table, where=sql.SQL(" AND ").join(where))
+    q = sql.SQL("SELECT b, grp, count, sum, min, max, energy FROM ({inner}) a {keyset} ORDER BY grp, b LIMIT %(limit)s"
+                ).format(inner=inner, keyset=keyset)
+    rows = await (await conn.execute(q, params)).fetchall()
+    return m, g0, g1, rows

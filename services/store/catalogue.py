@@ -1,0 +1,44 @@
+"""The vocabulary's reads: the metric catalogue, device counts by area, and the spans data.json
+publishes."""
+
+from __future__ import annotations
+
+from psycopg import sql
+from psycopg.rows import dict_row
+
+LEVEL_COLUMNS = {"csa": "csa", "neighbourhood": "neighbourhood"}
+
+
+async def metrics(conn) -> list[dict]:
+    cur = conn.cursor(row_factory=dict_row)
+    return await (await cur.execute(
+        "SELECT metric_key, metric, unit, description, min_value, max_value, aggregation FROM metrics ORDER BY metric_key"
+    )).fetchall()
+
+
+async def metric(conn, code: str) -> dict | None:
+    cur = conn.cursor(row_factory=dict_row)
+    return await (await cur.execute(
+        "SELECT metric_key, metric, unit, aggregation FROM metrics WHERE metric = %s", (code,))).fetchone()
+
+
+async def devices_by_area(conn, level: str) -> list[tuple[str, str, int]]:
+    """(area, kind, devices) for the devices in service (not retired), by their current placement."""
+    q = sql.SQL("SELECT {}, kind, count(*) FROM devices WHERE retired_at IS NULL GROUP BY 1, 2").format(
+        sql.Identifier(LEVEL_COLUMNS[level]))
+    return await (await conn.execute(q)).fetchall()
+
+
+async def reading_span(conn, metric_codes: list[str]):
+    """(oldest, newest) reading time over the given metrics: two index probes per metric."""
+    return await (await conn.execute(
+        "SELECT min(lo), max(hi) FROM metrics m, LATERAL (SELECT "
+        "(SELECT min(time) FROM readings WHERE metric_key = m.metric_key) AS lo, "
+        "(SELECT max(time) FROM readings WHERE metric_key = m.metric_key) AS hi) s "
+        "WHERE m.metric = ANY(%s)", (metric_codes,))).fetchone()
+
+
+async def registry_span(conn):
+    """(first installation, latest change) of the device registry."""
+    return await (await conn.execute(
+        "SELECT min(installed), greatest(max(installed), max(status_at), max(retired_at)) FROM devices")).fetchone()

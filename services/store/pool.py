@@ -1,0 +1,66 @@
+"""Connection pools and the one policy for database errors.
+
+psycopg_pool owns connecting, reconnecting with back-off and checking connections before use, so no
+caller writes its own reconnect loop. ``configure`` runs on every new connection: the session's time
+zone, its statement timeout, and (for the ingestor) its COPY staging table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
+
+#: SQLSTATE classes that mean "try again later": connection exceptions (08), insufficient resources (53),
+#: operator intervention such as a shutdown or restart (57), system errors (58), transaction rollbacks
+#: such as serialization failures and deadlocks (40), and lock-not-available (55P03). Anything else is a
+#: property of the data or the schema and fails the same way on every retry.
+TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58", "40")
+
+
+class TransientError(Exception):
+    """The database is unreachable or asked us to retry: the work must be done again later."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: a transient SQLSTATE class, a pool that found no usable connection in time, or a
+    connection failure that carries no SQLSTATE."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate:
+        return sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES or sqlstate == "55P03"
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+
+
+def transient(exc: BaseException) -> TransientError:
+    """A TransientError carrying the first line of the database's message (never the DSN)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return TransientError(f"{type(exc).__name__}: {text}"[:300])
+
+
+def sync_pool(dsn: str, name: str, *, size: int = 2, configure: Callable[[psycopg.Connection], None] | None = None,
+              timeout: float = 5.0) -> ConnectionPool:
+    """A pool for a threaded service (the ingestor), opened without waiting: callers get TransientError
+    (via PoolTimeout) while the database is away, and connections as soon as it is back."""
+    def setup(conn: psycopg.Connection) -> None:
+        conn.execute("SET TIME ZONE 'UTC'")
+        if configure is not None:
+            configure(conn)
+        conn.commit()
+
+    pool = ConnectionPool(dsn, min_size=1, max_size=size, open=False, timeout=timeout, name=name,
+                          configure=setup, check=ConnectionPool.check_connection,
+                          kwargs={"application_name": name, "connect_timeout": 5})
+    pool.open(wait=False)
+    return pool
+
+
+def async_pool(dsn: str, name: str, *, size: int, statement_timeout_ms: int = 0, timeout: float = 10.0) -> AsyncConnectionPool:
+    """A pool for the API, opened by the caller (``await pool.open(wait=False)``) so the API starts and
+    answers /livez while the database is away."""
+    options = "-c timezone=UTC" + (f" -c statement_timeout={int(statement_timeout_ms)}" if statement_timeout_ms else "")
+    return AsyncConnectionPool(dsn, min_size=1, max_size=size, open=False, timeout=timeout, name=name,
+                               check=AsyncConnectionPool.check_connection,
+                               kwargs={"application_name": name, "options": options})

@@ -1,0 +1,57 @@
+"""Raw readings for the API: keyset pages in (time, device, metric) order. Ids are resolved in the
+database on every request (one indexed lookup), so a device purged and registered again is never served
+under its old key."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+RESOLVE = """
+SELECT (SELECT device_key FROM devices WHERE device_id = %(device_id)s),
+       (SELECT metric_key FROM metrics WHERE metric = %(metric)s)
+"""
+
+
+class Unknown(LookupError):
+    """The named device or metric does not exist: ``args[0]`` is "device" or "metric"."""
+
+
+async def page(conn, *, start: datetime, end: datetime, limit: int, device_id: str | None = None,
+               metric: str | None = None, after: tuple[datetime, int, int] | None = None) -> list[dict]:
+    """Up to ``limit`` readings in [start, end) after the ``after`` key; each row carries its key
+    (device_key, metric_key) for the next cursor. Raises Unknown for an unknown device or metric."""
+    where = [sql.SQL("r.time >= %(start)s"), sql.SQL("r.time < %(end)s")]
+    params: dict = {"start": start, "end": end, "limit": limit, "device_id": device_id, "metric": metric}
+    if device_id is not None or metric is not None:
+        device_key, metric_key = await (await conn.execute(RESOLVE, params)).fetchone()
+        if device_id is not None:
+            if device_key is None:
+                raise Unknown("device")
+            where.append(sql.SQL("r.device_key = %(device_key)s"))
+            params["device_key"] = device_key
+        if metric is not None:
+            if metric_key is None:
+                raise Unknown("metric")
+            where.append(sql.SQL("r.metric_key = %(metric_key)s"))
+            params["metric_key"] = metric_key
+    if after is not None:
+        where.append(sql.SQL("(r.time, r.device_key, r.metric_key) > (%(t)s, %(dk)s, %(mk)s)"))
+        params.update(t=after[0], dk=after[1], mk=after[2])
+    q = sql.SQL("""
+        SELECT r.time, d.device_id, m.metric, r.value, m.unit, (r.flags & 1) = 1 AS time_assumed,
+               r.device_key, r.metric_key
+        FROM readings r JOIN devices d USING (device_key) JOIN metrics m USING (metric_key)
+        WHERE {}
+        ORDER BY r.time, r.device_key, r.metric_key
+        LIMIT %(limit)s""").format(sql.SQL(" AND ").join(where))
+    return await (await conn.cursor(row_factory=dict_row).execute(q, params)).fetchall()
+
+
+def any_stored(dsn: str) -> bool:
+    """True when the database already holds readings (``up`` backfills history only on a fresh one)."""
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT EXISTS (SELECT 1 FROM readings)").fetchone()[0]
