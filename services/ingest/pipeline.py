@@ -149,9 +149,12 @@ class Pipeline:
         return reg
 
     def _forget(self, device_ids_: tuple[str, ...]) -> None:
-        if device_ids_ and self._registry is not None:
-            self._registry = Registry(self._registry.metrics,
-                                      {k: v for k, v in self._registry.devices.items() if k not in device_ids_})
+        """Drop devices the store found retired or deleted, and learn the new keys of those it found
+        registered again."""
+        remapped, self._store.remapped = self._store.remapped, {}
+        if (device_ids_ or remapped) and self._registry is not None:
+            devices = {k: v for k, v in self._registry.devices.items() if k not in device_ids_}
+            self._registry = Registry(self._registry.metrics, {**devices, **remapped})
 
     def build(self, envelopes: list[Envelope]) -> Batch:
         """The batch for these messages (may raise TransientError while it refreshes the registry)."""

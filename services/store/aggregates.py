@@ -29,11 +29,15 @@ def _bucket_expr(column: sql.Composable, whole_days: bool) -> sql.Composable:
 
 
 async def grid(conn, size: timedelta, start: datetime, end: datetime, timezone: str) -> tuple[datetime, datetime]:
-    """[start, end) widened to the bucket grid."""
-    whole_days = size % timedelta(days=1) == timedelta(0)
-    b = "time_bucket(%(b)s, {t}, %(tz)s)" if whole_days else "time_bucket(%(b)s, {t})"
-    q = "SELECT " + b.format(t="%(s)s::timestamptz") + ", " + \
-        b.format(t="%(e)s::timestamptz - interval '1 microsecond'") + " + %(b)s"
+    """[start, end) widened to the bucket grid. Whole days are local days: the end is the next local
+    midnight (wall-clock arithmetic, so a DST day keeps its 23 or 25 hours)."""
+    if size % timedelta(days=1) == timedelta(0):
+        q = ("SELECT time_bucket(%(b)s, %(s)s::timestamptz, %(tz)s), "
+             "((time_bucket(%(b)s, %(e)s::timestamptz - interval '1 microsecond', %(tz)s) AT TIME ZONE %(tz)s) + %(b)s)"
+             " AT TIME ZONE %(tz)s")
+    else:
+        q = ("SELECT time_bucket(%(b)s, %(s)s::timestamptz), "
+             "time_bucket(%(b)s, %(e)s::timestamptz - interval '1 microsecond') + %(b)s")
     return await (await conn.execute(q, {"b": size, "s": start, "e": end, "tz": timezone})).fetchone()
 
 

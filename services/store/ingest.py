@@ -142,6 +142,8 @@ class IngestStore:
         self.pool = sync_pool(dsn, "citysense-ingest", size=2, configure=lambda conn: conn.execute(STAGING_DDL),
                               timeout=1.5)
         self._last_seen: dict[int, float] = {}  # what this store last wrote, per device key
+        #: Device ids found under a new key at write time (purged and registered again), for the registry.
+        self.remapped: dict[str, int] = {}
 
     def close(self) -> None:
         self.pool.close()
@@ -182,6 +184,26 @@ class IngestStore:
         batch itself is at fault: the caller splits it to find the culprit)."""
         return self._run(lambda conn: self._write(conn, batch))
 
+    def _remap(self, cur, batch: Batch, refused_keys: list[int], seen: dict[int, float]) -> tuple[int, list[int]]:
+        """Readings refused because their key is gone: a device purged and registered again has the same id
+        and a new key. Those rows are inserted again under the current key, in the same transaction;
+        returns (rows stored, keys still refused: retired or deleted devices)."""
+        pairs = [(k, src.device_id) for k in refused_keys for src in batch.sources.get(k, ())[:1]]
+        old, ids = [k for k, _ in pairs], [i for _, i in pairs]
+        remap = dict(cur.execute(
+            "SELECT u.k, d.device_key FROM unnest(%s::int4[], %s::text[]) AS u(k, id) "
+            "JOIN devices d ON d.device_id = u.id AND d.retired_at IS NULL", (old, ids)).fetchall())
+        if not remap:
+            return 0, refused_keys
+        cur.execute("DELETE FROM staging_readings WHERE NOT (device_key = ANY(%s))", (list(remap),))
+        cur.execute("UPDATE staging_readings s SET device_key = m.new FROM unnest(%s::int4[], %s::int4[]) AS m(old, new) "
+                    "WHERE s.device_key = m.old", (list(remap), list(remap.values())))
+        stored = cur.execute(INSERT_READINGS, {"tz": self._tz}).fetchone()[0]
+        for k, new in remap.items():
+            seen[new] = seen.pop(k)
+        self.remapped.update({src.device_id: remap[k] for k in remap for src in batch.sources.get(k, ())[:1]})
+        return stored, [k for k in refused_keys if k not in remap]
+
     def _write(self, conn: psycopg.Connection, batch: Batch) -> WriteResult:
         stored, keys, seen, refused_keys, rejected = 0, [], {}, [], list(batch.rejected)
         with conn.transaction():
@@ -195,6 +217,10 @@ class IngestStore:
                     for r in batch.readings:
                         if r.time > seen.get(r.device_key, 0.0):
                             seen[r.device_key] = r.time
+                    if refused_keys:
+                        remapped = self._remap(cur, batch, refused_keys, seen)
+                        stored += remapped[0]
+                        refused_keys = remapped[1]
                     for k in refused_keys:
                         del seen[k]
                         rejected += [RejectedRow(src.received_at, src.topic, src.device_id, src.payload, Reason.UNKNOWN_DEVICE,
