@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from datetime import datetime
 
 from services.api.problems import Problem
 
@@ -15,8 +16,8 @@ def encode(key: list) -> str:
 
 
 def decode(cursor: str | None, shape: tuple[type, ...]) -> list | None:
-    """The key a cursor carries, checked against the types expected; a 400 problem when it is not one
-    of ours."""
+    """The key a cursor carries, checked against the types expected (``datetime``: RFC 3339 text); a 400
+    problem when it is not one of ours."""
     if cursor is None:
         return None
     try:
@@ -24,12 +25,16 @@ def decode(cursor: str | None, shape: tuple[type, ...]) -> list | None:
         key = json.loads(raw)
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise Problem(400, "cursor is not valid: pass back the next_cursor of a previous page unchanged") from None
+    wire = tuple(str if t is datetime else t for t in shape)
     if not isinstance(key, list) or len(key) != len(shape) or not all(
         isinstance(v, t) and not isinstance(v, bool) and (not isinstance(v, str) or v.isprintable())
-        for v, t in zip(key, shape)
+        for v, t in zip(key, wire)
     ):
         raise Problem(400, "cursor is not valid: pass back the next_cursor of a previous page unchanged")
-    return key
+    try:
+        return [datetime.fromisoformat(v) if t is datetime else v for v, t in zip(key, shape)]
+    except ValueError:
+        raise Problem(400, "cursor is not valid: pass back the next_cursor of a previous page unchanged") from None
 
 
 def page_size(limit: int | None, settings) -> int:

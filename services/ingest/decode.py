@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from services.core.catalogue import CHANNELS, DEVICE_ID_RE, Reason, TOPIC_PREFIX
 
@@ -288,7 +288,3 @@ def decode_status(payload: bytes, max_bytes: int = 1024) -> str:
     if text not in STATUS_VALUES:
         raise Rejected(Reason.BAD_STATUS, f"status must be 'online' or 'offline', got {str(text)[:40]!r}")
     return text
-
-
-def utc(t: float) -> datetime:
-    return datetime.fromtimestamp(t, tz=timezone.utc)

@@ -119,3 +119,24 @@ def test_every_fault_is_injected_at_its_rate_and_says_what_must_happen():
                 assert m.rejected == FAULTS[m.fault]
     for name in FAULTS:
         assert 120 < counts[name] < 290, (name, counts[name])  # 5 % of 4000 is 200
+
+
+def test_live_sums_are_for_the_interval_messages_are_really_sent_at():
+    """A traffic counter nominally reporting every 60 s, simulated every 10 s (`make run`'s pace): an
+    hour's counts must add up to the same traffic, not six times it."""
+    import json as _json
+    from datetime import datetime as _dt
+    from zoneinfo import ZoneInfo
+
+    from simulators.devices import message
+    from simulators.fleet import SimDevice
+
+    d = SimDevice("tc-sum", "traffic", 39.2904, -76.6122, 60)
+    t0 = _dt(2026, 11, 24, 8, 0, tzinfo=ZoneInfo("America/New_York")).timestamp()  # a weekday rush hour
+
+    def hour_total(interval: int) -> float:
+        return sum(_json.loads(message(d, t0 + k * interval, k, 1, interval_s=interval).payload)["readings"]["traffic_count"]
+                   for k in range(3600 // interval))
+
+    every_10, every_60 = hour_total(10), hour_total(60)
+    assert every_60 > 100 and abs(every_10 - every_60) / every_60 < 0.15

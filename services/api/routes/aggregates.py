@@ -71,12 +71,7 @@ async def aggregates(
     max_days = settings.api_max_aggregate_days if whole_hours else settings.api_max_range_days
     start, end = time_range(start, end, max_days, too_wide=f"a {bucket} aggregate may cover at most {max_days} days"
                             + ("" if whole_hours else " (buckets of whole hours may cover more)"))
-    after = pagination.decode(cursor, (str, str))
-    if after:
-        try:
-            after[1] = datetime.fromisoformat(after[1])
-        except ValueError:
-            raise Problem(400, "cursor is not valid: pass back the next_cursor of a previous page unchanged") from None
+    after = pagination.decode(cursor, (str, datetime))
     now = datetime.now(timezone.utc)
     key = ("aggregates", metric, size, start_param, end if explicit_end else now.replace(second=0, microsecond=0), group_by,
            scope, kind, limit, cursor)

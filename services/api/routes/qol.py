@@ -15,7 +15,7 @@ from services.api.qol import noise
 from services.api.qol.aqi import AQI_POLLUTANTS
 from services.api.qol.series import hourly_means, latest_values
 from services.api.schemas import AQIPublic, HeatIndexPublic, NoisePublic
-from services.api.scope import CsaParam as Csa, NeighbourhoodParam as Hood, Scope, floor_hour, moment, resolve
+from services.api.scope import CsaParam, NeighbourhoodParam, Scope, floor_hour, moment, resolve
 from services.core.areas import baltimore
 from services.core.catalogue import DEVICE_ID_PATTERN
 from services.store import qol as store
@@ -42,7 +42,7 @@ async def compute_heat(conn, scope: Scope, at: datetime) -> dict:
 
 
 @router.get("/v1/qol/aqi", response_model=AQIPublic, summary="US EPA Air Quality Index")
-async def qol_aqi(request: Request, pool: PoolDep, csa: Csa = None, neighbourhood: Hood = None,
+async def qol_aqi(request: Request, pool: PoolDep, csa: CsaParam = None, neighbourhood: NeighbourhoodParam = None,
                   device_id: Device = None, at: At = None):
     """The AQI (EPA breakpoints in force since May 2024) for the latest complete hour before `at`: PM2.5
     and PM10 by NowCast over hourly means, O3 8-hour (1-hour where more precautionary), CO 8-hour, NO2 and
@@ -58,7 +58,7 @@ async def qol_aqi(request: Request, pool: PoolDep, csa: Csa = None, neighbourhoo
 
 
 @router.get("/v1/qol/heat-index", response_model=HeatIndexPublic, summary="US NWS heat index")
-async def qol_heat(request: Request, pool: PoolDep, csa: Csa = None, neighbourhood: Hood = None,
+async def qol_heat(request: Request, pool: PoolDep, csa: CsaParam = None, neighbourhood: NeighbourhoodParam = None,
                    device_id: Device = None, at: At = None):
     """From each device's latest temperature and humidity in the hour before `at`; an area reports its
     highest heat index. Shade values: full sun can add up to 15 °F."""
@@ -73,7 +73,7 @@ async def qol_heat(request: Request, pool: PoolDep, csa: Csa = None, neighbourho
 
 
 @router.get("/v1/qol/noise", response_model=NoisePublic, summary="Noise levels: Leq, Lden, Lnight")
-async def qol_noise(request: Request, pool: PoolDep, settings: SettingsDep, csa: Csa = None, neighbourhood: Hood = None,
+async def qol_noise(request: Request, pool: PoolDep, settings: SettingsDep, csa: CsaParam = None, neighbourhood: NeighbourhoodParam = None,
                     device_id: Device = None, at: At = None):
     """For the local day holding `at` (default: today so far): hourly Leq (energy means over the area's
     devices), Lday 07–19, Levening 19–23, Lnight 23–07, Lden (evening +5 dB, night +10 dB), and the hours

@@ -33,12 +33,7 @@ async def list_readings(
 ):
     limit = pagination.page_size(limit, settings)
     start, end = time_range(start, end, settings.api_max_range_days)
-    after = pagination.decode(cursor, (str, int, int))
-    if after:
-        try:
-            after[0] = datetime.fromisoformat(after[0])
-        except ValueError:
-            raise Problem(400, "cursor is not valid: pass back the next_cursor of a previous page unchanged") from None
+    after = pagination.decode(cursor, (datetime, int, int))
     async with pool.connection() as conn:
         try:
             rows = await store.page(conn, start=start, end=end, limit=limit + 1, device_id=device_id, metric=metric,
