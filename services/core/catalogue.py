@@ -86,5 +86,6 @@ class Reason(StrEnum):
     TIME_TOO_OLD = "time_too_old"
     TOPIC_MISMATCH = "topic_mismatch"
     BAD_STATUS = "bad_status"
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"
     STORAGE_ERROR = "storage_error"
     INTERNAL_ERROR = "internal_error"

@@ -19,6 +19,9 @@ class IngestMetrics:
         self.duplicates = Counter(
             p + "readings_duplicate", "Readings already stored (redelivered or sent twice): not stored again", registry=r
         )
+        self.conflicts = Counter(
+            p + "readings_conflicting", "Readings whose (device, metric, time) already held another value: not stored, "
+            "recorded as conflicting_duplicate", registry=r)
         self.rejections = Counter(p + "rejections", "Rejected messages and readings, by reason", ["reason"], registry=r)
         for reason in REJECTION_REASONS:
             self.rejections.labels(reason)

@@ -195,7 +195,7 @@ class Pipeline:
         and record the ones that still fail as rejected (reason storage_error), so one bad message
         cannot block the fleet."""
         log.error("batch of %d messages refused by the database; writing them one by one", len(envelopes))
-        stored = duplicates = 0
+        stored = duplicates = conflicts = 0
         rejections: list[RejectedRow] = []
         refused: list[str] = []
         limit = self._config.limits.max_payload_bytes
@@ -215,9 +215,10 @@ class Pipeline:
                 r = self._store.write(batch)
             stored += r.stored
             duplicates += r.duplicates
+            conflicts += r.conflicts
             rejections.extend(r.rejections)
             refused.extend(r.refused_devices)
-        return WriteResult(stored, duplicates, tuple(rejections), tuple(refused))
+        return WriteResult(stored, duplicates, conflicts, tuple(rejections), tuple(refused))
 
     def process(self, envelopes: list[Envelope]) -> bool:
         """Write and acknowledge one batch of messages. False when it could not be written."""
@@ -235,6 +236,7 @@ class Pipeline:
         m.batch_messages.observe(len(envelopes))
         m.stored.inc(result.stored)
         m.duplicates.inc(result.duplicates)
+        m.conflicts.inc(result.conflicts)
         m.last_write.set(time.time())
         for r in result.rejections:
             m.rejections.labels(r.reason).inc()

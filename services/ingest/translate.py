@@ -74,7 +74,7 @@ def translate(envelopes: list[Envelope], registry: Registry, limits: Limits,
                 continue
             candidates = decode_readings(env.payload, env.received_at, device_id, content_type=env.content_type,
                                          max_bytes=limits.max_payload_bytes, max_readings=limits.max_readings)
-            verdict = validate(candidates, device_key, metrics, env.received_at, limits.window)
+            verdict = validate(candidates, device_key, metrics, env.received_at, limits.window, len(batch.messages))
         except Rejected as r:
             reject(batch, env, device_id, r.reason, r.detail, limits.max_payload_bytes)
             continue
@@ -85,8 +85,7 @@ def translate(envelopes: list[Envelope], registry: Registry, limits: Limits,
             continue
         if verdict.readings:
             batch.readings.extend(verdict.readings)
-            batch.sources.setdefault(device_key, []).append(
-                RejectedRow(env.received_at, env.topic, device_id, env.payload[:limits.max_payload_bytes], "", ""))
+            batch.messages.append(RejectedRow(env.received_at, env.topic, device_id, env.payload, "", ""))
         for r in summarise(verdict.rejections):
             reject(batch, env, device_id, r.reason, r.detail, limits.max_payload_bytes)
     return batch

@@ -96,6 +96,7 @@ def validate(
     metrics: dict[str, Metric],
     received_at: float,
     window: Window,
+    msg: int = -1,
 ) -> Verdict:
     verdict = Verdict()
     for c in candidates:
@@ -105,7 +106,7 @@ def validate(
             verdict.rejections.append(rejection)
         else:
             verdict.readings.append(
-                Reading(device_key, metric.key, c.time, value, FLAG_TIME_ASSUMED if c.time_assumed else 0)
+                Reading(device_key, metric.key, c.time, value, FLAG_TIME_ASSUMED if c.time_assumed else 0, msg)
             )
     return verdict
 

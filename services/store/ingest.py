@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import psycopg
 from psycopg import sql
@@ -31,7 +32,7 @@ log = logging.getLogger("citysense.store")
 
 STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS staging_readings (
-    t float8, device_key int4, metric_key int2, value float8, flags int2
+    t float8, device_key int4, metric_key int2, value float8, flags int2, msg int4
 ) ON COMMIT DELETE ROWS
 """
 
@@ -46,7 +47,7 @@ WITH active AS (
     SELECT to_timestamp(s.t), s.device_key, s.metric_key, s.value, s.flags
     FROM staging_readings s
     WHERE s.device_key IN (SELECT device_key FROM active)
-    ORDER BY s.device_key, s.t, s.metric_key
+    ORDER BY s.device_key, s.t, s.metric_key, s.msg  -- on equal keys, the earliest message wins
     ON CONFLICT DO NOTHING
     RETURNING time, device_key, metric_key, value
 ), hourly AS (
@@ -75,10 +76,29 @@ WITH active AS (
     SELECT DISTINCT (bucket AT TIME ZONE %(tz)s)::date FROM hourly ORDER BY 1
     ON CONFLICT (day) DO UPDATE SET day = dd.day
     RETURNING 1
+), not_inserted AS (
+    -- staged readings of active devices that this statement did not insert: duplicates of a stored
+    -- reading (or of another in this batch)
+    SELECT s.* FROM staging_readings s
+    WHERE s.device_key IN (SELECT device_key FROM active)
+      AND NOT EXISTS (SELECT 1 FROM inserted i WHERE i.device_key = s.device_key AND i.metric_key = s.metric_key
+                                                 AND i.time = to_timestamp(s.t) AND i.value = s.value)
+), conflicts AS (
+    -- the duplicates whose key holds a different value: visible, never dropped silently
+    SELECT n.msg, n.metric_key, n.t, n.value, stored.value AS stored
+    FROM not_inserted n,
+    LATERAL (SELECT coalesce(
+        (SELECT i.value FROM inserted i WHERE i.device_key = n.device_key AND i.metric_key = n.metric_key
+                                          AND i.time = to_timestamp(n.t)),
+        (SELECT r.value FROM readings r WHERE r.device_key = n.device_key AND r.metric_key = n.metric_key
+                                          AND r.time = to_timestamp(n.t))) AS value) stored
+    WHERE stored.value IS DISTINCT FROM n.value
 )
 SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM rolled), (SELECT count(*) FROM dirty),
        (SELECT coalesce(array_agg(DISTINCT device_key), '{}') FROM staging_readings
-        WHERE device_key NOT IN (SELECT device_key FROM active))
+        WHERE device_key NOT IN (SELECT device_key FROM active)),
+       (SELECT coalesce(jsonb_agg(jsonb_build_array(msg, metric_key, t, value, stored) ORDER BY msg), '[]')
+        FROM conflicts)
 """
 
 UPDATE_LAST_SEEN = """
@@ -142,6 +162,7 @@ class IngestStore:
         self.pool = sync_pool(dsn, "citysense-ingest", size=2, configure=lambda conn: conn.execute(STAGING_DDL),
                               timeout=1.5)
         self._last_seen: dict[int, float] = {}  # what this store last wrote, per device key
+        self.metrics: dict[str, Metric] = {}  # the catalogue, once loaded (names metrics in rejection details)
         #: Device ids found under a new key at write time (purged and registered again), for the registry.
         self.remapped: dict[str, int] = {}
 
@@ -170,7 +191,9 @@ class IngestStore:
                                 " FROM metrics ORDER BY metric_key").fetchall()
             devices = dict(conn.execute("SELECT device_id, device_key FROM devices WHERE retired_at IS NULL").fetchall())
             return Registry({r[1]: Metric(*r) for r in rows}, devices)
-        return self._run(load)
+        reg = self._run(load)
+        self.metrics = reg.metrics
+        return reg
 
     def device_keys(self, device_ids: list[str]) -> dict[str, int]:
         """Keys of the given ids among the devices that may send readings."""
@@ -184,48 +207,51 @@ class IngestStore:
         batch itself is at fault: the caller splits it to find the culprit)."""
         return self._run(lambda conn: self._write(conn, batch))
 
-    def _remap(self, cur, batch: Batch, refused_keys: list[int], seen: dict[int, float]) -> tuple[int, list[int]]:
+    def _remap(self, cur, batch: Batch, refused_keys: list[int], seen: dict[int, float]) -> tuple[int, list[int], list]:
         """Readings refused because their key is gone: a device purged and registered again has the same id
         and a new key. Those rows are inserted again under the current key, in the same transaction;
-        returns (rows stored, keys still refused: retired or deleted devices)."""
-        pairs = [(k, src.device_id) for k in refused_keys for src in batch.sources.get(k, ())[:1]]
-        old, ids = [k for k, _ in pairs], [i for _, i in pairs]
+        returns (rows stored, keys still refused: retired or deleted devices, conflicts found)."""
+        ids = {}
+        for r in batch.readings:
+            if r.device_key in refused_keys and r.msg >= 0 and r.device_key not in ids:
+                ids[r.device_key] = batch.messages[r.msg].device_id
         remap = dict(cur.execute(
             "SELECT u.k, d.device_key FROM unnest(%s::int4[], %s::text[]) AS u(k, id) "
-            "JOIN devices d ON d.device_id = u.id AND d.retired_at IS NULL", (old, ids)).fetchall())
+            "JOIN devices d ON d.device_id = u.id AND d.retired_at IS NULL", (list(ids), list(ids.values()))).fetchall())
         if not remap:
-            return 0, refused_keys
+            return 0, refused_keys, []
         cur.execute("DELETE FROM staging_readings WHERE NOT (device_key = ANY(%s))", (list(remap),))
         cur.execute("UPDATE staging_readings s SET device_key = m.new FROM unnest(%s::int4[], %s::int4[]) AS m(old, new) "
                     "WHERE s.device_key = m.old", (list(remap), list(remap.values())))
-        stored = cur.execute(INSERT_READINGS, {"tz": self._tz}).fetchone()[0]
+        stored, _, _, _, conflicts = cur.execute(INSERT_READINGS, {"tz": self._tz}).fetchone()
         for k, new in remap.items():
             seen[new] = seen.pop(k)
-        self.remapped.update({src.device_id: remap[k] for k in remap for src in batch.sources.get(k, ())[:1]})
-        return stored, [k for k in refused_keys if k not in remap]
+            self.remapped[ids[k]] = new
+        return stored, [k for k in refused_keys if k not in remap], conflicts
 
     def _write(self, conn: psycopg.Connection, batch: Batch) -> WriteResult:
-        stored, keys, seen, refused_keys, rejected = 0, [], {}, [], list(batch.rejected)
+        stored, keys, seen, refused_keys, conflicts = 0, [], {}, [], []
+        rejected = list(batch.rejected)
         with conn.transaction():
             with conn.cursor() as cur:
                 if batch.readings:
-                    with cur.copy("COPY staging_readings (t, device_key, metric_key, value, flags) FROM STDIN (FORMAT BINARY)") as copy:
-                        copy.set_types(["float8", "int4", "int2", "float8", "int2"])
+                    with cur.copy("COPY staging_readings (t, device_key, metric_key, value, flags, msg) "
+                                  "FROM STDIN (FORMAT BINARY)") as copy:
+                        copy.set_types(["float8", "int4", "int2", "float8", "int2", "int4"])
                         for r in batch.readings:
-                            copy.write_row((r.time, r.device_key, r.metric_key, r.value, r.flags))
-                    stored, _, _, refused_keys = cur.execute(INSERT_READINGS, {"tz": self._tz}).fetchone()
+                            copy.write_row((r.time, r.device_key, r.metric_key, r.value, r.flags, r.msg))
+                    stored, _, _, refused_keys, conflicts = cur.execute(INSERT_READINGS, {"tz": self._tz}).fetchone()
                     for r in batch.readings:
                         if r.time > seen.get(r.device_key, 0.0):
                             seen[r.device_key] = r.time
                     if refused_keys:
-                        remapped = self._remap(cur, batch, refused_keys, seen)
-                        stored += remapped[0]
-                        refused_keys = remapped[1]
-                    for k in refused_keys:
+                        more, refused_keys, more_conflicts = self._remap(cur, batch, refused_keys, seen)
+                        stored += more
+                        conflicts += more_conflicts
+                    refused = set(refused_keys)
+                    for k in refused:
                         del seen[k]
-                        rejected += [RejectedRow(src.received_at, src.topic, src.device_id, src.payload, Reason.UNKNOWN_DEVICE,
-                                                 f"device {src.device_id!r} was retired or deleted")
-                                     for src in batch.sources.get(k, ())]
+                    rejected += self._refusals(batch, refused, conflicts)
                     keys = sorted(k for k, t in seen.items() if t >= self._last_seen.get(k, 0.0) + LAST_SEEN_STEP_S)
                     if keys:
                         cur.execute(UPDATE_LAST_SEEN, (keys, [seen[k] for k in keys]))
@@ -240,9 +266,33 @@ class IngestStore:
             self._last_seen[k] = seen[k]
         refused = set(refused_keys)
         attempted = sum(1 for r in batch.readings if r.device_key not in refused) if refused else len(batch.readings)
-        return WriteResult(stored=stored, duplicates=attempted - stored, rejections=tuple(rejected),
-                           refused_devices=tuple(sorted({src.device_id for k in refused for src in batch.sources.get(k, ())
-                                                         if src.device_id})))
+        refused_ids = {batch.messages[r.msg].device_id for r in batch.readings if r.device_key in refused and r.msg >= 0}
+        return WriteResult(stored=stored, duplicates=attempted - stored - len(conflicts), conflicts=len(conflicts),
+                           rejections=tuple(rejected), refused_devices=tuple(sorted(filter(None, refused_ids))))
+
+    def _refusals(self, batch: Batch, refused: set[int], conflicts: list) -> list[RejectedRow]:
+        """The messages of readings refused at write time, each once per reason: devices retired or deleted
+        (unknown_device), and readings whose key already holds another value (conflicting_duplicate, with
+        both values)."""
+        out = []
+        gone = sorted({r.msg for r in batch.readings if r.device_key in refused and r.msg >= 0})
+        for i in gone:
+            m = batch.messages[i]
+            out.append(RejectedRow(m.received_at, m.topic, m.device_id, m.payload, Reason.UNKNOWN_DEVICE,
+                                   f"device {m.device_id!r} was retired or deleted"))
+        by_msg: dict[int, list[str]] = {}
+        codes = {m.key: m.code for m in self.metrics.values()} if self.metrics else {}
+        for msg, metric_key, t, value, stored in conflicts:
+            when = datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
+            by_msg.setdefault(msg, []).append(f"{codes.get(metric_key, metric_key)} at {when}: sent {value:g}, "
+                                              f"stored {stored:g}")
+        for msg, details in by_msg.items():
+            if msg >= 0:
+                m = batch.messages[msg]
+                more = f"; and {len(details) - 5} more" if len(details) > 5 else ""
+                out.append(RejectedRow(m.received_at, m.topic, m.device_id, m.payload, Reason.CONFLICTING_DUPLICATE,
+                                       "a different value is already stored: " + "; ".join(details[:5]) + more))
+        return out
 
 
 class Housekeeping:

@@ -18,6 +18,7 @@ class Reading:
     time: float  # epoch seconds
     value: float
     flags: int
+    msg: int = -1  # index of its message in Batch.messages (-1: none)
 
 
 @dataclass(slots=True)
@@ -42,15 +43,19 @@ class Batch:
     readings: list[Reading] = field(default_factory=list)
     rejected: list[RejectedRow] = field(default_factory=list)
     statuses: list[StatusChange] = field(default_factory=list)
-    #: For each device key, the messages whose readings the batch carries: if the device turns out to be
-    #: retired or deleted when the batch is written, those messages become unknown_device rejections.
-    sources: dict[int, list[RejectedRow]] = field(default_factory=dict)
+    #: The messages whose readings the batch carries (Reading.msg indexes them), with reason and detail
+    #: empty: what the store records if a reading turns out to be refused when the batch is written (its
+    #: device retired or deleted, or a different value already stored under its key).
+    messages: list[RejectedRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     stored: int
+    #: readings already stored with the same value (a redelivery, a repeat): a no-op
     duplicates: int
+    #: readings whose key already held a different value: recorded as conflicting_duplicate rejections
+    conflicts: int = 0
     #: Every rejection the transaction recorded: the batch's own, and the messages of devices found
     #: retired or deleted at write time (reason unknown_device).
     rejections: tuple[RejectedRow, ...] = ()

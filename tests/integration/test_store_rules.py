@@ -14,7 +14,7 @@ import pytest
 from services.store import rollups
 from services.store.ingest import STAGING_DDL, IngestStore
 from services.store.model import Batch, Reading
-from tests.helpers import count, register_device, unique, wait_until
+from tests.helpers import count, metric_value, register_device, unique, wait_until
 
 TZ = "America/New_York"
 
@@ -168,3 +168,25 @@ def test_a_device_that_moves_keeps_its_past_in_its_old_area(http, admin, publish
         return sorted(i["max"] for i in items if i["group"] == device)
 
     assert by_csa(old_csa) == [30.0] and by_csa(new_csa) == [40.0]
+
+
+def test_a_conflicting_duplicate_is_recorded_with_both_values_and_an_identical_one_is_a_no_op(publisher, dsn, ingestor):
+    device = unique("dup")
+    register_device(dsn, device)
+    t = time.time() - 300
+    publisher.readings(device, {"time": t, "readings": {"pm25": 900.0, "pm10": 20.0}})
+    publisher.readings(device, {"time": t, "readings": {"pm25": 900.0}})            # identical: a no-op
+    publisher.readings(device, {"time": t, "readings": {"pm25": 5.0, "pm10": 20.0}})  # pm25 conflicts
+    publisher.readings(device, [{"time": t + 60, "readings": {"o3": 1.0}},          # and within one message
+                                {"time": t + 60, "readings": {"o3": 2.0}}])
+    wait_until(lambda: count(dsn, "SELECT count(*) FROM rejected_messages WHERE device_id = %s "
+                                  "AND reason = 'conflicting_duplicate'", (device,)) == 2, what="two conflicts")
+    with psycopg.connect(dsn) as conn:
+        details = sorted(r[0] for r in conn.execute(
+            "SELECT detail FROM rejected_messages WHERE device_id = %s ORDER BY received_at", (device,)))
+        values = dict(conn.execute("SELECT m.metric, r.value FROM readings r JOIN devices d USING (device_key) "
+                                   "JOIN metrics m USING (metric_key) WHERE d.device_id = %s", (device,)).fetchall())
+    assert values == {"pm25": 900.0, "pm10": 20.0, "o3": 1.0}  # the first value stands
+    assert any("pm25" in d and "sent 5, stored 900" in d for d in details)
+    assert any("o3" in d and "sent 2, stored 1" in d for d in details)
+    assert metric_value(ingestor.metrics_port, "citysense_ingest_readings_conflicting_total") >= 2
