@@ -49,7 +49,10 @@ class IngestMetrics:
         self.devices_silent = Gauge(
             "citysense_devices_silent", "Registered devices that have not reported within twice their interval", registry=r
         )
-        self._connected = {"broker_connected": False, "database_connected": False}
+        self.fault = Gauge(
+            p + "database_fault", "1 while the database refuses every write (schema, permissions, read-only…): batches "
+            "are held unacknowledged", registry=r)
+        self._connected = {"broker_connected": False, "database_connected": False, "database_writable": True}
         self.broker_connected(False)
         self.database_connected(False)
 
@@ -61,6 +64,11 @@ class IngestMetrics:
         self._connected["database_connected"] = up
         self.database_up.set(1 if up else 0)
 
+    def database_fault(self, fault: bool) -> None:
+        self._connected["database_writable"] = not fault
+        self.fault.set(1 if fault else 0)
+
     def readiness(self) -> dict[str, bool]:
-        """The checks behind /readyz: ready when connected to both the broker and the database."""
+        """The checks behind /readyz: ready when connected to both the broker and the database, and the
+        database takes writes."""
         return dict(self._connected)

@@ -6,6 +6,12 @@ readings (or its rejection record) has committed; until then the broker keeps it
 the ingestor dies. While the database is down the same batch is retried with capped, jittered
 back-off and nothing new is taken, so the MQTT in-flight window fills and the broker holds the rest.
 
+A fault of the database itself is never acknowledged away: when the batch fails with an error that no
+single message can cause (SYSTEMIC_CLASSES: schema, permissions, read-only, internal errors…), or every
+message of it fails alone with the same error, the batch is held unacknowledged, retried with back-off
+(new messages join it, up to the batch size), and reported (citysense_ingest_database_fault, /readyz).
+A message is recorded as storage_error only when it fails while its batch-mates succeed.
+
 Translation is pure (services/ingest/translate.py) over a registry snapshot; the pipeline keeps the
 snapshot current: ids it has not seen are looked up (once per batch, all at once), the whole registry is
 reloaded every REGISTRY_TTL, and devices the store found retired or deleted at write time are dropped.
@@ -30,6 +36,26 @@ from services.store.model import Batch, RejectedRow, WriteResult
 from services.store.pool import TransientError
 
 log = logging.getLogger("citysense.ingest.pipeline")
+
+#: SQLSTATE classes no single message can cause: syntax or access rule (42: a renamed column during an
+#: upgrade, a revoked privilege), invalid transaction state (25: a read-only standby), feature not
+#: supported (0A), internal errors (XX, TimescaleDB's included), PL/pgSQL raised (P0: a failing trigger),
+#: invalid authorization (28), invalid catalog or schema name (3D, 3F), object not in prerequisite state (55).
+SYSTEMIC_CLASSES = ("42", "25", "0A", "XX", "P0", "28", "3D", "3F", "55")
+
+
+class SystemicFault(Exception):
+    """The database refuses every write, whatever the message: the batch must be held, not acknowledged."""
+
+    def __init__(self, exc: BaseException):
+        self.sqlstate = getattr(exc, "sqlstate", None) or type(exc).__name__
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        super().__init__(f"{self.sqlstate}: {first}"[:300])
+
+
+def systemic(exc: BaseException) -> bool:
+    state = getattr(exc, "sqlstate", None)
+    return bool(state) and state[:2] in SYSTEMIC_CLASSES and state != "55P03"
 
 
 @dataclass(frozen=True)
@@ -91,6 +117,7 @@ class Pipeline:
         self._registry: Registry | None = None
         self._registry_until = 0.0
         self._unknown: dict[str, float] = {}
+        self._next_fault_log = 0.0
         self._readings_received = metrics.messages.labels("readings")
         self._status_received = metrics.messages.labels("status")
         self.received = 0  # taken from the inbox
@@ -104,14 +131,18 @@ class Pipeline:
         self._stopping.set()
 
     # -- batching ---------------------------------------------------------------------------------
-    def _collect(self) -> list[Envelope]:
+    def _collect(self, limit: int, wait: bool = True) -> list[Envelope]:
+        """Up to ``limit`` messages, until the first of them is batch_age_s old (``wait``: for the first
+        one too, a quarter of a second at most)."""
+        if limit <= 0:
+            return []
         try:
-            first = self._inbox.get(timeout=0.25)
+            first = self._inbox.get(timeout=0.25) if wait else self._inbox.get_nowait()
         except queue.Empty:
             return []
         batch = [first]
         deadline = first.received_mono + self._config.batch_age_s
-        while len(batch) < self._config.batch_size:
+        while len(batch) < limit:
             remaining = deadline - time.monotonic()
             try:
                 batch.append(self._inbox.get_nowait() if remaining <= 0 else self._inbox.get(timeout=remaining))
@@ -162,7 +193,8 @@ class Pipeline:
 
     # -- writing ------------------------------------------------------------------------------------
     def _write_with_retry(self, envelopes: list[Envelope]) -> WriteResult | None:
-        """Translate and write the batch, retrying transient failures; None: given up during shutdown."""
+        """Translate and write the batch, retrying transient failures; None: given up during shutdown.
+        Raises SystemicFault when the database refuses the batch whatever its messages."""
         delay = self._config.retry_initial_s
         give_up_at = None
         while True:
@@ -172,7 +204,11 @@ class Pipeline:
                     result = self._store.write(batch)
                 except TransientError:
                     raise
-                except Exception:  # the database refused the batch, or a bug: find the culprit message
+                except psycopg.Error as exc:
+                    if systemic(exc):
+                        raise SystemicFault(exc) from exc
+                    result = self._write_one_by_one(envelopes)
+                except Exception:  # a bug: find the culprit message
                     result = self._write_one_by_one(envelopes)
                 self._metrics.database_connected(True)
                 self._forget(result.refused_devices)
@@ -191,13 +227,14 @@ class Pipeline:
                 delay = min(delay * 2, self._config.retry_max_s)
 
     def _write_one_by_one(self, envelopes: list[Envelope]) -> WriteResult:
-        """A batch the database refused for a reason that is not transient: write each message alone,
-        and record the ones that still fail as rejected (reason storage_error), so one bad message
-        cannot block the fleet."""
+        """A batch the database refused for a reason that may be one message's: write each message alone.
+        Those that fail while others succeed are recorded as storage_error; when every one fails alone
+        with the same error, the fault is the database's (SystemicFault), and nothing is recorded."""
         log.error("batch of %d messages refused by the database; writing them one by one", len(envelopes))
         stored = duplicates = conflicts = 0
         rejections: list[RejectedRow] = []
         refused: list[str] = []
+        failed: list[tuple[Envelope, BaseException]] = []
         limit = self._config.limits.max_payload_bytes
         for env in envelopes:
             try:
@@ -205,28 +242,45 @@ class Pipeline:
             except TransientError:
                 raise
             except psycopg.Error as exc:
-                batch = Batch()
-                reject(batch, env, None, Reason.STORAGE_ERROR, f"{type(exc).__name__}: {str(exc)[:200]}", limit)
-                r = self._store.write(batch)
+                if systemic(exc):
+                    raise SystemicFault(exc) from exc
+                failed.append((env, exc))
+                continue
             except Exception as exc:  # a value the store cannot handle: this message only
                 self._rejection_log.exception(exc, env.topic)
                 batch = Batch()
-                reject(batch, env, None, Reason.INTERNAL_ERROR, f"{type(exc).__name__} while storing this message", limit)
+                reject(batch, env, next(iter(device_ids([env])), None), Reason.INTERNAL_ERROR,
+                       f"{type(exc).__name__} while storing this message", limit)
                 r = self._store.write(batch)
             stored += r.stored
             duplicates += r.duplicates
             conflicts += r.conflicts
             rejections.extend(r.rejections)
             refused.extend(r.refused_devices)
+        if failed and len(failed) == len(envelopes) and len({getattr(e, "sqlstate", None) for _, e in failed}) == 1:
+            raise SystemicFault(failed[0][1])
+        for env, exc in failed:
+            batch = Batch()
+            reject(batch, env, next(iter(device_ids([env])), None), Reason.STORAGE_ERROR,
+                   f"{type(exc).__name__}: {str(exc)[:200]}", limit)
+            r = self._store.write(batch)
+            rejections.extend(r.rejections)
         return WriteResult(stored, duplicates, conflicts, tuple(rejections), tuple(refused))
 
     def process(self, envelopes: list[Envelope]) -> bool:
-        """Write and acknowledge one batch of messages. False when it could not be written."""
+        """Write and acknowledge one batch of messages. False when it could not be written (shutdown, or a
+        systemic fault: the caller holds the batch and tries again)."""
         m = self._metrics
         t0 = time.monotonic()
-        result = self._write_with_retry(envelopes)
+        try:
+            result = self._write_with_retry(envelopes)
+        except SystemicFault as fault:
+            m.database_fault(True)
+            self._fault_log(fault, len(envelopes))
+            return False
         if result is None:
             return False
+        m.database_fault(False)
         done = time.monotonic()
         for env in envelopes:
             self._ack(env)
@@ -243,6 +297,13 @@ class Pipeline:
             self._rejection_log.rejection(r.reason, r.topic, r.detail)
         return True
 
+    def _fault_log(self, fault: SystemicFault, n: int) -> None:
+        now = time.monotonic()
+        if now >= self._next_fault_log:
+            self._next_fault_log = now + 30.0
+            log.error("the database refuses every write (%s): holding %d messages unacknowledged and retrying; "
+                      "nothing is acknowledged or rejected until it takes them", fault, n)
+
     def _count_in(self, envelopes: list[Envelope]) -> None:
         self.received += len(envelopes)
         status = sum(1 for env in envelopes if env.topic.endswith("/status"))
@@ -252,11 +313,27 @@ class Pipeline:
 
     def run(self) -> None:
         """Loop until :meth:`stop`; then write and acknowledge what was already received, and return."""
+        held: list[Envelope] = []
+        delay = self._config.retry_initial_s
         while not self._stopping.is_set():
-            envelopes = self._collect()
+            if held:  # a systemic fault: back off, then try again with whatever has arrived meanwhile
+                self._stopping.wait(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, self._config.retry_max_s)
+                new = self._collect(self._config.batch_size - len(held), wait=False)
+            else:
+                new = self._collect(self._config.batch_size)
+            if new:
+                self._count_in(new)
+            envelopes = held + new
             if envelopes:
-                self._count_in(envelopes)
-                self.process(envelopes)
+                if self.process(envelopes):
+                    held, delay = [], self._config.retry_initial_s
+                else:
+                    held = envelopes
+        if held:
+            log.error("stopping with %d messages held by a database fault: unacknowledged, the broker redelivers "
+                      "them", len(held))
+            return
         rest = self._drain()
         if rest:
             self._count_in(rest)

@@ -32,7 +32,7 @@ def test_the_running_api_and_ingestor_are_live_and_ready(api, ingestor):
                                                          "detail": None}
     ready = httpx.get(f"http://127.0.0.1:{ingestor.metrics_port}/readyz")
     assert ready.status_code == 200 and ready.json() == {"status": "ready", "broker_connected": True,
-                                                        "database_connected": True}
+                                                        "database_connected": True, "database_writable": True}
 
 
 def test_api_is_live_but_not_ready_until_its_schema_is_migrated(workdir, pg, broker):

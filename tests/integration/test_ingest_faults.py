@@ -1,0 +1,92 @@
+"""Faults of the database itself are never acknowledged away; one message's fault costs that message only."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import psycopg
+import pytest
+
+from tests.conftest import make_broker, make_cluster
+from tests.helpers import Publisher, count, metric_value, register_device, unique, wait_until
+from tests.integration.test_ingest_reliability import start_ingestor
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(workdir):
+    cluster, broker = make_cluster(workdir, "pg-faults"), make_broker(workdir, "mq-faults")
+    yield cluster, broker
+    broker.stop()
+    cluster.stop("immediate")
+
+
+def _stored(dsn, device):
+    return count(dsn, "SELECT count(*) FROM readings r JOIN devices d USING (device_key) WHERE d.device_id = %s",
+                 (device,))
+
+
+def test_a_renamed_column_holds_every_message_until_it_is_back(workdir, stack):
+    cluster, broker = stack
+    dsn = cluster.dsn
+    device = unique("drift")
+    register_device(dsn, device)
+    ing = start_ingestor(workdir, dsn, broker.port, CITYSENSE_INGEST_RETRY_MAX_S=1)
+    pub = Publisher(broker.port)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:  # a rolling upgrade gone wrong: the rollup breaks
+            conn.execute("ALTER TABLE readings_hourly RENAME COLUMN energy TO energy_x")
+        t = time.time() - 600
+        for i in range(30):
+            pub.readings(device, {"time": t + i, "readings": {"pm25": i}})
+        port = ing.metrics_port
+        wait_until(lambda: metric_value(port, "citysense_ingest_database_fault") == 1, what="the fault reported")
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
+        assert ready.status_code == 503 and ready.json()["database_writable"] is False
+        time.sleep(2)
+        assert _stored(dsn, device) == 0
+        assert count(dsn, "SELECT count(*) FROM rejected_messages WHERE device_id = %s", (device,)) == 0
+        assert metric_value(port, "citysense_ingest_inflight_messages") >= 30  # held, not acknowledged
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("ALTER TABLE readings_hourly RENAME COLUMN energy_x TO energy")
+        wait_until(lambda: _stored(dsn, device) == 30, 30, what="every held reading")
+        assert metric_value(port, "citysense_ingest_database_fault") == 0
+        assert count(dsn, "SELECT count(*) FROM rejected_messages WHERE device_id = %s", (device,)) == 0
+    finally:
+        pub.close()
+        ing.stop()
+
+
+def test_a_constraint_every_message_violates_holds_them_and_one_only_it_violates_rejects_it(workdir, stack):
+    cluster, broker = stack
+    dsn = cluster.dsn
+    device = unique("chk")
+    register_device(dsn, device)
+    ing = start_ingestor(workdir, dsn, broker.port, CITYSENSE_INGEST_RETRY_MAX_S=1, CITYSENSE_INGEST_BATCH_AGE_MS=300)
+    pub = Publisher(broker.port)
+    t = time.time() - 600
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:  # every reading violates it
+            conn.execute("ALTER TABLE readings ADD CONSTRAINT only_negative CHECK (value < 0) NOT VALID")
+        for i in range(5):
+            pub.readings(device, {"time": t + i, "readings": {"pm25": 10 + i}})
+        wait_until(lambda: metric_value(ing.metrics_port, "citysense_ingest_database_fault") == 1, what="the fault")
+        assert count(dsn, "SELECT count(*) FROM rejected_messages WHERE device_id = %s", (device,)) == 0
+        with psycopg.connect(dsn, autocommit=True) as conn:  # now only 666 violates it
+            conn.execute("ALTER TABLE readings DROP CONSTRAINT only_negative")
+            conn.execute("ALTER TABLE readings ADD CONSTRAINT not_666 CHECK (value <> 666) NOT VALID")
+        wait_until(lambda: _stored(dsn, device) == 5, 30, what="the held readings")
+        pub.readings(device, {"time": t + 100, "readings": {"pm25": 666}})
+        for i in range(3):
+            pub.readings(device, {"time": t + 200 + i, "readings": {"pm25": 20 + i}})
+        wait_until(lambda: _stored(dsn, device) == 8, 30, what="the batch-mates of the bad message")
+        wait_until(lambda: count(dsn, "SELECT count(*) FROM rejected_messages WHERE device_id = %s "
+                                      "AND reason = 'storage_error'", (device,)) == 1, what="its storage_error")
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("ALTER TABLE readings DROP CONSTRAINT IF EXISTS only_negative")
+            conn.execute("ALTER TABLE readings DROP CONSTRAINT IF EXISTS not_666")
+        pub.close()
+        ing.stop()
