@@ -86,6 +86,7 @@ class Reason(StrEnum):
     TIME_TOO_OLD = "time_too_old"
     TOPIC_MISMATCH = "topic_mismatch"
     BAD_STATUS = "bad_status"
+    RETAINED = "retained"
     CONFLICTING_DUPLICATE = "conflicting_duplicate"
     STORAGE_ERROR = "storage_error"
     INTERNAL_ERROR = "internal_error"

@@ -104,8 +104,11 @@ class Settings(BaseSettings):
     rollup_interval_s: float = Field(
         60.0, gt=0, le=3600, description="Seconds between two refreshes of the daily rollups by CSA (by the ingestor)."
     )
+    retention_rejected_days: int = Field(
+        30, ge=1, le=3660, description="Rejected messages last received longer ago than this are deleted."
+    )
     retention_raw_days: int = Field(
-        365, ge=1, description="Raw readings and rejected messages older than this are dropped (whole chunks of raw readings at a time; the rollups stay)."
+        365, ge=1, description="Raw readings older than this are dropped (whole chunks at a time; the rollups stay)."
     )
 
     # --- local stack (`citysense up`) ----------------------------------------------------------

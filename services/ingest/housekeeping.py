@@ -17,10 +17,10 @@ log = logging.getLogger("citysense.ingest.housekeeping")
 
 class HousekeepingJob(threading.Thread):
     def __init__(self, housekeeping: Housekeeping, metrics: IngestMetrics, every_s: float = 60.0,
-                 retention_days: tuple[int, int] | None = None, retention_every_s: float = 3600.0):
+                 retention: tuple[int, int, float] | None = None, retention_every_s: float = 3600.0):
         super().__init__(name="housekeeping", daemon=True)
         self._hk, self._metrics, self._every = housekeeping, metrics, every_s
-        self._retention, self._retention_every = retention_days, retention_every_s
+        self._retention, self._retention_every = retention, retention_every_s
         self._next_retention = time.monotonic() + min(60.0, retention_every_s)
         self._stop = threading.Event()
 
@@ -44,6 +44,6 @@ class HousekeepingJob(threading.Thread):
         self._metrics.devices_silent.set(silent)
         if self._retention and time.monotonic() >= self._next_retention:
             self._next_retention = time.monotonic() + self._retention_every
-            n = self._hk.apply_retention(*self._retention)
+            n = self._hk.apply_retention(*self._retention[:2], receipts_s=self._retention[2])
             if n:
                 log.info("retention: dropped %d chunks or rows older than %s days", n, self._retention)

@@ -22,6 +22,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from services.core.catalogue import device_topic
 from services.core.settings import Settings
@@ -69,6 +70,11 @@ class Subscriber:
         group = self._settings.ingest_share_group
         return f"$share/{group}/{READINGS_TOPIC}" if group else READINGS_TOPIC
 
+    @property
+    def status_topic(self) -> str:
+        group = self._settings.ingest_share_group
+        return f"$share/{group}/{STATUS_TOPIC}" if group else STATUS_TOPIC
+
     def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self._settings.ingest_session_expiry_s
@@ -110,7 +116,11 @@ class Subscriber:
         self.connected = True
         self._metrics.broker_connected(True)
         log.info("connected to the broker (session present: %s); subscribing to %s", flags.session_present, self.readings_topic)
-        client.subscribe([(self.readings_topic, 1), (STATUS_TOPIC, 1)])
+        # Retain Handling 2: no retained message at subscribe. A retained reading or status would come back
+        # on every reconnect as if new (and statuses went through the share group like readings, so
+        # several ingestors do not each handle every status).
+        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+        client.subscribe([(self.readings_topic, options), (self.status_topic, options)])
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         with self._subacked:
@@ -134,6 +144,6 @@ class Subscriber:
             except UnicodeDecodeError:  # the pipeline rejects it as bad_topic, and acknowledges it
                 topic = msg._topic.decode("utf-8", "replace")
             self._inbox.put(Envelope(msg.mid, msg.qos, topic, msg.payload, time.time(), time.monotonic(), ctype,
-                                     self._connection))
+                                     self._connection, bool(msg.dup), bool(msg.retain)))
         except Exception:  # a callback must never raise into paho's network loop
             log.exception("could not enqueue a message on %r", getattr(msg, "topic", "?"))

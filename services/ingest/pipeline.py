@@ -31,7 +31,7 @@ import psycopg
 from services.core.catalogue import Reason
 from services.ingest.metrics import IngestMetrics
 from services.ingest.translate import Envelope, Limits, device_ids, reject, translate
-from services.store.ingest import IngestStore, Registry
+from services.store.ingest import IngestStore, Registry, digest
 from services.store.model import Batch, RejectedRow, WriteResult
 from services.store.pool import TransientError
 
@@ -187,8 +187,17 @@ class Pipeline:
             devices = {k: v for k, v in self._registry.devices.items() if k not in device_ids_}
             self._registry = Registry(self._registry.metrics, {**devices, **remapped})
 
+    def _first_deliveries(self, envelopes: list[Envelope]) -> None:
+        """Redelivered copies (DUP) of messages already committed take their first delivery's time."""
+        dups = {digest(e.topic, e.payload): e for e in envelopes if e.dup}
+        if dups:
+            for d, t in self._store.first_deliveries(list(dups)).items():
+                dups[d].received_at = t
+
     def build(self, envelopes: list[Envelope]) -> Batch:
-        """The batch for these messages (may raise TransientError while it refreshes the registry)."""
+        """The batch for these messages (may raise TransientError while it refreshes the registry or
+        looks up first deliveries)."""
+        self._first_deliveries(envelopes)
         return translate(envelopes, self._current_registry(envelopes), self._config.limits, self._rejection_log.exception)
 
     # -- writing ------------------------------------------------------------------------------------

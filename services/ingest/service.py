@@ -74,7 +74,8 @@ def run(settings: Settings) -> int:
     pipeline = Pipeline(inbox, store, subscriber.ack, metrics, pipeline_config(settings))
     worker = threading.Thread(target=pipeline.run, name="pipeline", daemon=True)
     housekeeping = HousekeepingJob(Housekeeping(store, settings.timezone), metrics, settings.rollup_interval_s,
-                                   (settings.retention_raw_days, settings.retention_raw_days))
+                                   (settings.retention_raw_days, settings.retention_rejected_days,
+                                    max(settings.ingest_session_expiry_s, 86400)))
     subscriber.start()
     worker.start()
     housekeeping.start()

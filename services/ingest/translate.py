@@ -1,6 +1,9 @@
 """Translate received messages into one batch for the store: topic → device → decode → validate. Pure:
 it reads a registry snapshot and touches no database, so a retry or a split re-runs it at no cost.
 
+A reading without a device time takes the message's delivery time. A redelivered copy takes its first
+delivery's time (the pipeline sets ``received_at`` from the message's receipt), so it is stored once.
+
 Every message ends as readings, a status change or a rejection with a precise reason, whatever its bytes:
 an unexpected error while handling one message rejects that message as internal_error.
 """
@@ -13,8 +16,8 @@ from dataclasses import dataclass
 from services.core.catalogue import Reason
 from services.ingest.decode import Rejected, decode_readings, decode_status, parse_topic
 from services.ingest.validate import Window, summarise, validate
-from services.store.ingest import Registry
-from services.store.model import Batch, RejectedRow, StatusChange
+from services.store.ingest import Registry, digest
+from services.store.model import FLAG_TIME_ASSUMED, Batch, RejectedRow, StatusChange
 
 
 # Not frozen: built once per message on the hot path, and frozen dataclasses construct ~4x slower.
@@ -30,6 +33,8 @@ class Envelope:
     received_mono: float  # monotonic: batch age and lag
     content_type: str | None
     connection: int = 0  # which broker connection delivered it: an ack is valid on that connection only
+    dup: bool = False  # MQTT DUP: a redelivery of a message sent before (it may be stored already)
+    retain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,9 @@ def translate(envelopes: list[Envelope], registry: Registry, limits: Limits,
             device_key = registry.device_key(device_id)
             if device_key is None:
                 raise Rejected(Reason.UNKNOWN_DEVICE, f"device {device_id!r} is not registered (or is retired)")
+            if env.retain:
+                raise Rejected(Reason.RETAINED, "a retained message on a device topic: it would be replayed to every "
+                                                "new subscriber as if new; publish readings and statuses unretained")
             if topic.channel == "status":
                 batch.statuses.append(StatusChange(device_key, decode_status(env.payload), env.received_at))
                 continue
@@ -86,6 +94,8 @@ def translate(envelopes: list[Envelope], registry: Registry, limits: Limits,
         if verdict.readings:
             batch.readings.extend(verdict.readings)
             batch.messages.append(RejectedRow(env.received_at, env.topic, device_id, env.payload, "", ""))
+            if any(r.flags & FLAG_TIME_ASSUMED for r in verdict.readings):
+                batch.receipts.append((digest(env.topic, env.payload), env.received_at))
         for r in summarise(verdict.rejections):
             reject(batch, env, device_id, r.reason, r.detail, limits.max_payload_bytes)
     return batch

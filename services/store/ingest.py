@@ -112,9 +112,9 @@ UPDATE devices d SET last_seen = GREATEST(d.last_seen, seen.t)
 FROM seen, locked WHERE d.device_key = seen.k AND locked.device_key = seen.k
 """
 
+#: A status says what the device claims; it never makes a device look fresh (last_seen is readings only).
 UPDATE_STATUS = """
-UPDATE devices SET status = %(status)s, status_at = to_timestamp(%(t)s),
-       last_seen = CASE WHEN %(status)s = 'online' THEN GREATEST(last_seen, to_timestamp(%(t)s)) ELSE last_seen END
+UPDATE devices SET status = %(status)s, status_at = to_timestamp(%(t)s)
 WHERE device_key = %(key)s AND (status_at IS NULL OR status_at <= to_timestamp(%(t)s))
 """
 
@@ -125,6 +125,12 @@ INSERT INTO rejected_messages AS m (digest, reason, received_at, last_received_a
 VALUES (%s, %s, to_timestamp(%s), to_timestamp(%s), %s, %s, %s, %s)
 ON CONFLICT (digest, reason) DO UPDATE SET
     times = m.times + 1, last_received_at = GREATEST(m.last_received_at, EXCLUDED.last_received_at)
+"""
+
+INSERT_RECEIPTS = """
+INSERT INTO message_receipts AS m (digest, received_at)
+SELECT d, to_timestamp(t) FROM unnest(%s::bytea[], %s::float8[]) AS u(d, t) ORDER BY d
+ON CONFLICT (digest) DO UPDATE SET received_at = GREATEST(m.received_at, EXCLUDED.received_at)
 """
 
 #: last_seen is written when it advances by at least this much: a row update per device per batch is
@@ -201,6 +207,11 @@ class IngestStore:
             "SELECT device_id, device_key FROM devices WHERE device_id = ANY(%s) AND retired_at IS NULL",
             (device_ids,)).fetchall()))
 
+    def first_deliveries(self, digests: list[bytes]) -> dict[bytes, float]:
+        """The first delivery time of messages already committed, by digest (for redelivered copies)."""
+        return self._run(lambda conn: {bytes(d): t.timestamp() for d, t in conn.execute(
+            "SELECT digest, received_at FROM message_receipts WHERE digest = ANY(%s)", (digests,)).fetchall()})
+
     # -- writing --------------------------------------------------------------------------------
     def write(self, batch: Batch) -> WriteResult:
         """Commit the batch in one transaction. Raises TransientError (retry later) or psycopg.Error (the
@@ -255,6 +266,8 @@ class IngestStore:
                     keys = sorted(k for k, t in seen.items() if t >= self._last_seen.get(k, 0.0) + LAST_SEEN_STEP_S)
                     if keys:
                         cur.execute(UPDATE_LAST_SEEN, (keys, [seen[k] for k in keys]))
+                if batch.receipts:
+                    cur.execute(INSERT_RECEIPTS, ([d for d, _ in batch.receipts], [t for _, t in batch.receipts]))
                 for st in sorted(batch.statuses, key=lambda st: (st.device_key, st.time)):
                     cur.execute(UPDATE_STATUS, {"status": st.status, "t": st.time, "key": st.device_key})
                 if rejected:
@@ -319,9 +332,10 @@ class Housekeeping:
 
         return self._store._run(lambda conn: tuple(conn.execute(FLEET_COUNTS).fetchone()))
 
-    def apply_retention(self, raw_days: int, rejected_days: int, lock_timeout_s: float = 5.0) -> int:
+    def apply_retention(self, raw_days: int, rejected_days: int, receipts_s: float = 7 * 86400,
+                        lock_timeout_s: float = 5.0) -> int:
         """Drop raw readings older than ``raw_days`` (whole chunks; the rollups stay) and rejected messages
-        last received more than ``rejected_days`` ago. Waits at most ``lock_timeout_s`` for a lock (a long
+        last received more than ``rejected_days`` ago, and receipts older than the broker may redeliver. Waits at most ``lock_timeout_s`` for a lock (a long
         export holds the chunks it reads): then it gives up until next time instead of stalling others.
         One ingestor at a time does it (an advisory lock). Returns chunks dropped plus rows deleted."""
         def work(conn: psycopg.Connection) -> int:
@@ -333,6 +347,8 @@ class Housekeeping:
                                      (raw_days,)).fetchall())
                 n += conn.execute("DELETE FROM rejected_messages WHERE last_received_at < now() - %s * interval '1 day'",
                                   (rejected_days,)).rowcount
+                n += conn.execute("DELETE FROM message_receipts WHERE received_at < now() - %s * interval '1 second'",
+                                  (receipts_s,)).rowcount
                 return n
         return self._store._run(work)
 

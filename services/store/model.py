@@ -47,6 +47,9 @@ class Batch:
     #: empty: what the store records if a reading turns out to be refused when the batch is written (its
     #: device retired or deleted, or a different value already stored under its key).
     messages: list[RejectedRow] = field(default_factory=list)
+    #: (digest, delivery time) of the messages whose readings took their delivery time: a redelivered copy
+    #: finds its first delivery's time here (services/store/ingest.py, receipts).
+    receipts: list[tuple[bytes, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -221,3 +221,65 @@ def test_batches_are_not_capped_by_the_brokers_default_inflight_window(workdir, 
         assert small < batches  # some batch held more than 50 messages
     finally:
         ing.stop()
+
+
+def stream_timeless(port: int, devices: list[str], n: int) -> threading.Thread:
+    """Like stream(), with readings that carry no time (each message's payload unique)."""
+    def run():
+        pub = Publisher(port)
+        infos = [pub.readings(devices[i % len(devices)], {"readings": {"pm25": i / 10, "no2": 20}}, wait=False)
+                 for i in range(n)]
+        for info in infos:
+            info.wait_for_publish(60)
+        pub.close()
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th
+
+
+def test_sigkill_with_timeless_readings_stores_each_once(workdir, dsn, own_broker):
+    """Readings without a device time take their delivery time; a copy redelivered after the SIGKILL takes
+    its first delivery's time (found by the message's receipt), so it is not stored a second time."""
+    devices = fleet(dsn)
+    client_id = unique("ingest")
+    ing = start_ingestor(workdir, dsn, own_broker.port, CITYSENSE_INGEST_CLIENT_ID=client_id)
+    n = 4000
+    th = stream_timeless(own_broker.port, devices, n)
+    wait_until(lambda: stored(dsn, devices) > 500, what="some readings")
+    ing.kill()
+    th.join(60)
+    assert stored(dsn, devices) < 2 * n
+    ing = start_ingestor(workdir, dsn, own_broker.port, name=client_id + "-2", CITYSENSE_INGEST_CLIENT_ID=client_id)
+    try:
+        wait_until(lambda: stored(dsn, devices) == 2 * n, timeout=60, what=f"{2 * n} readings")
+        time.sleep(1)
+        assert stored(dsn, devices) == 2 * n
+        assert rollup_total(dsn, devices) == 2 * n
+    finally:
+        ing.stop()
+
+
+def test_retained_messages_are_not_replayed_on_reconnect_and_statuses_do_not_refresh_last_seen(workdir, dsn, own_broker):
+    device = fleet(dsn, 1)[0]
+    client_id = unique("ingest")
+    ing = start_ingestor(workdir, dsn, own_broker.port, CITYSENSE_INGEST_CLIENT_ID=client_id)
+    pub = Publisher(own_broker.port)
+    try:
+        pub.readings(device, {"readings": {"pm25": 42.42}}, retain=True)
+        pub.publish(f"city/v1/devices/{device}/status", "online", retain=True)
+        wait_until(lambda: stored(dsn, devices := [device]) == 1, what="the live reading")
+        wait_until(lambda: count(dsn, "SELECT count(*) FROM devices WHERE device_id = %s AND status = 'online'",
+                                 (device,)) == 1, what="the status")
+        seen = count(dsn, "SELECT extract(epoch FROM last_seen)::bigint FROM devices WHERE device_id = %s", (device,))
+        for _ in range(2):  # restarts: a retained message came back on every resubscribe before
+            assert ing.terminate() == 0
+            ing = start_ingestor(workdir, dsn, own_broker.port, name=unique("r"), CITYSENSE_INGEST_CLIENT_ID=client_id)
+            time.sleep(1.5)
+        assert stored(dsn, [device]) == 1
+        assert count(dsn, "SELECT extract(epoch FROM last_seen)::bigint FROM devices WHERE device_id = %s",
+                     (device,)) == seen
+    finally:
+        pub.publish(f"city/v1/devices/{device}/readings", b"", retain=True)  # clear the retained messages
+        pub.publish(f"city/v1/devices/{device}/status", b"", retain=True)
+        pub.close()
+        ing.stop()
