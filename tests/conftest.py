@@ -14,14 +14,20 @@ import pytest
 
 from services.store.migrate import migrate
 from services.launcher.stack import MosquittoBroker, PostgresCluster, free_port, owned_dir, wait_for_port
-from tests.helpers import Publisher, Service, service_env, wait_until
+from tests.helpers import REPO, Publisher, Service, service_env, wait_until
 
 
 @pytest.fixture(scope="session")
-def workdir():
+def workdir(request):
     root = Path(tempfile.mkdtemp(prefix="citysense-test-"))
     os.chmod(root, 0o755)  # the postgres and mosquitto users must reach their directories
     yield root
+    if request.session.testsfailed:  # keep the services' logs of a failed run (CI included) for a look
+        kept = REPO / ".citysense" / "test-logs" / root.name
+        kept.mkdir(parents=True, exist_ok=True)
+        for log in [*root.glob("*.log"), *root.glob("*/citysense-server.log"), *root.glob("*/mosquitto.log")]:
+            shutil.copy(log, kept / f"{log.parent.name}-{log.name}" if log.parent != root else kept / log.name)
+        print(f"\nservice logs of this failed run: {kept}")
     shutil.rmtree(root, ignore_errors=True)
 
 
