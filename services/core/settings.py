@@ -88,7 +88,20 @@ class Settings(BaseSettings):
     )
     ingest_batch_size: int = Field(500, ge=1, le=65535, description="Flush a batch at this many messages…")
     ingest_batch_age_ms: int = Field(100, ge=1, le=60_000, description="…or when its oldest message is this old.")
-    ingest_max_payload_bytes: int = Field(65536, ge=64, description="Larger payloads are rejected as `too_large`.")
+    ingest_max_payload_bytes: int = Field(
+        65536, ge=64, le=1 << 24, description="Larger payloads are rejected as `too_large` (and cut at receipt)."
+    )
+    ingest_rejected_payload_bytes: int = Field(
+        4096, ge=0, le=1 << 24,
+        description="A rejected message's payload is stored cut to this many bytes, with its length and SHA-256.",
+    )
+    ingest_inbox_max_bytes: int = Field(
+        64 << 20, ge=1 << 16,
+        description="Payload bytes held between the broker and the pipeline; QoS 0 messages beyond it are dropped and counted.",
+    )
+    ingest_batch_max_bytes: int = Field(
+        4 << 20, ge=1 << 10, description="A batch also ends at this many payload bytes (which bounds its readings too)."
+    )
     ingest_max_readings_per_message: int = Field(
         2000, ge=1, description="A message carrying more readings is rejected as `too_many_readings`."
     )

@@ -37,6 +37,11 @@ class IngestMetrics:
             p + "lag_seconds", "From a message's receipt to the commit of its readings", registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
         )
+        self.dropped = Counter(
+            p + "messages_dropped", "Messages dropped unread: QoS 0 beyond the inbox's byte budget (the broker "
+            "never redelivers QoS 0)", ["reason"], registry=r)
+        self.dropped.labels("inbox_full")
+        self.inbox_bytes = Gauge(p + "inbox_bytes", "Payload bytes received and not yet taken into a batch", registry=r)
         self.inflight = Gauge(p + "inflight_messages", "Messages received and not yet acknowledged", registry=r)
         self.queued = Gauge(p + "queued_messages", "Messages waiting for the next batch", registry=r)
         self.broker_up = Gauge(p + "broker_connected", "1 while connected to the MQTT broker", registry=r)

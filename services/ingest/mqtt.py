@@ -14,7 +14,6 @@ Contracts:
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 
@@ -27,6 +26,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from services.core.catalogue import device_topic
 from services.core.settings import Settings
 from services.ingest.metrics import IngestMetrics
+from services.ingest.inbox import Inbox, cut
 from services.ingest.translate import Envelope
 
 log = logging.getLogger("citysense.ingest.mqtt")
@@ -36,7 +36,7 @@ STATUS_TOPIC = device_topic("+", "status")
 
 
 class Subscriber:
-    def __init__(self, settings: Settings, inbox: "queue.SimpleQueue[Envelope]", metrics: IngestMetrics):
+    def __init__(self, settings: Settings, inbox: Inbox, metrics: IngestMetrics):
         self._settings = settings
         self._inbox = inbox
         self._metrics = metrics
@@ -143,7 +143,9 @@ class Subscriber:
                 topic = msg.topic
             except UnicodeDecodeError:  # the pipeline rejects it as bad_topic, and acknowledges it
                 topic = msg._topic.decode("utf-8", "replace")
-            self._inbox.put(Envelope(msg.mid, msg.qos, topic, msg.payload, time.time(), time.monotonic(), ctype,
-                                     self._connection, bool(msg.dup), bool(msg.retain)))
+            payload, size, whole = cut(topic, msg.payload, self._settings.ingest_max_payload_bytes,
+                                       self._settings.ingest_rejected_payload_bytes)
+            self._inbox.put(Envelope(msg.mid, msg.qos, topic, payload, time.time(), time.monotonic(), ctype,
+                                     self._connection, bool(msg.dup), bool(msg.retain), size, whole))
         except Exception:  # a callback must never raise into paho's network loop
             log.exception("could not enqueue a message on %r", getattr(msg, "topic", "?"))

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from services.core.catalogue import Reason
+from services.ingest.inbox import Inbox
 from services.ingest.metrics import IngestMetrics
 from services.ingest.translate import Envelope, Limits, device_ids, reject, translate
 from services.store.ingest import IngestStore, Registry, digest
@@ -62,6 +63,9 @@ def systemic(exc: BaseException) -> bool:
 class PipelineConfig:
     batch_size: int = 500
     batch_age_s: float = 0.1
+    #: A batch also ends at this many payload bytes: with payloads of at most max_payload_bytes and ten
+    #: bytes at least per reading, it bounds a batch's readings too (4 MiB: some 400,000 at most).
+    batch_max_bytes: int = 4 << 20
     limits: Limits = field(default_factory=Limits)
     retry_initial_s: float = 0.2
     retry_max_s: float = 30.0
@@ -105,7 +109,7 @@ class Pipeline:
     #: Seconds an unknown device id stays unknown before the store is asked again.
     UNKNOWN_DEVICE_TTL = 5.0
 
-    def __init__(self, inbox: "queue.SimpleQueue[Envelope]", store: IngestStore, ack, metrics: IngestMetrics,
+    def __init__(self, inbox: Inbox, store: IngestStore, ack, metrics: IngestMetrics,
                  config: PipelineConfig):
         self._inbox = inbox
         self._store = store
@@ -141,13 +145,16 @@ class Pipeline:
         except queue.Empty:
             return []
         batch = [first]
+        size = len(first.payload)
         deadline = first.received_mono + self._config.batch_age_s
-        while len(batch) < limit:
+        while len(batch) < limit and size < self._config.batch_max_bytes:
             remaining = deadline - time.monotonic()
             try:
-                batch.append(self._inbox.get_nowait() if remaining <= 0 else self._inbox.get(timeout=remaining))
+                env = self._inbox.get_nowait() if remaining <= 0 else self._inbox.get(timeout=remaining)
             except queue.Empty:
                 break
+            batch.append(env)
+            size += len(env.payload)
         return batch
 
     def _drain(self) -> list[Envelope]:
@@ -244,7 +251,7 @@ class Pipeline:
         rejections: list[RejectedRow] = []
         refused: list[str] = []
         failed: list[tuple[Envelope, BaseException]] = []
-        limit = self._config.limits.max_payload_bytes
+        limit = self._config.limits.rejected_payload_bytes
         for env in envelopes:
             try:
                 r = self._store.write(self.build([env]))

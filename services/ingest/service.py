@@ -9,13 +9,13 @@ MQTT client disconnect; exit status 0.
 from __future__ import annotations
 
 import logging
-import queue
 import signal
 import threading
 
 from services.core.settings import Settings
 from services.ingest import http
 from services.ingest.housekeeping import HousekeepingJob
+from services.ingest.inbox import Inbox
 from services.ingest.metrics import IngestMetrics
 from services.ingest.mqtt import Subscriber
 from services.ingest.pipeline import Pipeline, PipelineConfig
@@ -31,8 +31,10 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
     return PipelineConfig(
         batch_size=settings.ingest_batch_size,
         batch_age_s=settings.ingest_batch_age_ms / 1000,
+        batch_max_bytes=settings.ingest_batch_max_bytes,
         limits=Limits(settings.ingest_max_payload_bytes, settings.ingest_max_readings_per_message,
-                      Window(settings.ingest_max_past_s, settings.ingest_max_future_s)),
+                      Window(settings.ingest_max_past_s, settings.ingest_max_future_s),
+                      settings.ingest_rejected_payload_bytes),
         retry_max_s=settings.ingest_retry_max_s,
     )
 
@@ -69,7 +71,8 @@ def run(settings: Settings) -> int:
         store.close()
         return 0
 
-    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    inbox = Inbox(settings.ingest_inbox_max_bytes, on_drop=lambda env: metrics.dropped.labels("inbox_full").inc())
+    metrics.inbox_bytes.set_function(lambda: inbox.bytes)
     subscriber = Subscriber(settings, inbox, metrics)
     pipeline = Pipeline(inbox, store, subscriber.ack, metrics, pipeline_config(settings))
     worker = threading.Thread(target=pipeline.run, name="pipeline", daemon=True)

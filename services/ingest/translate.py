@@ -35,6 +35,12 @@ class Envelope:
     connection: int = 0  # which broker connection delivered it: an ack is valid on that connection only
     dup: bool = False  # MQTT DUP: a redelivery of a message sent before (it may be stored already)
     retain: bool = False
+    size: int = -1  # the payload's length as sent (-1: len(payload)); larger when it was cut at receipt
+    whole_digest: bytes | None = None  # sha256 of the whole payload, when it was cut
+
+    @property
+    def length(self) -> int:
+        return self.size if self.size >= 0 else len(self.payload)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,8 @@ class Limits:
     max_payload_bytes: int = 65536
     max_readings: int = 2000
     window: Window = Window(30 * 86400, 300)
+    #: rejected payloads are stored cut to this many bytes (with their length and hash)
+    rejected_payload_bytes: int = 4096
 
 
 def device_ids(envelopes: list[Envelope]) -> set[str]:
@@ -55,11 +63,14 @@ def device_ids(envelopes: list[Envelope]) -> set[str]:
     return out
 
 
-def reject(batch: Batch, env: Envelope, device_id: str | None, reason: str, detail: str, max_bytes: int) -> None:
-    payload = env.payload[:max_bytes]
-    if len(env.payload) > len(payload):
-        detail += f" (payload truncated to {len(payload)} bytes in this record)"
-    batch.rejected.append(RejectedRow(env.received_at, env.topic, device_id, payload, reason, detail))
+def reject(batch: Batch, env: Envelope, device_id: str | None, reason: str, detail: str, keep: int) -> None:
+    """Record a rejection: the payload cut to ``keep`` bytes, with its length and (via the digest of the
+    whole) its identity."""
+    payload = env.payload[:keep]
+    if env.length > len(payload):
+        detail += f" (payload of {env.length} bytes, the first {len(payload)} kept)"
+    batch.rejected.append(RejectedRow(env.received_at, env.topic, device_id, payload, reason, detail,
+                                      env.length, env.whole_digest or digest(env.topic, env.payload)))
 
 
 def translate(envelopes: list[Envelope], registry: Registry, limits: Limits,
@@ -77,6 +88,9 @@ def translate(envelopes: list[Envelope], registry: Registry, limits: Limits,
             if env.retain:
                 raise Rejected(Reason.RETAINED, "a retained message on a device topic: it would be replayed to every "
                                                 "new subscriber as if new; publish readings and statuses unretained")
+            if env.length > limits.max_payload_bytes:
+                raise Rejected(Reason.TOO_LARGE, f"payload of {env.length} bytes exceeds the limit of "
+                                                 f"{limits.max_payload_bytes}")
             if topic.channel == "status":
                 batch.statuses.append(StatusChange(device_key, decode_status(env.payload), env.received_at))
                 continue
@@ -84,18 +98,20 @@ def translate(envelopes: list[Envelope], registry: Registry, limits: Limits,
                                          max_bytes=limits.max_payload_bytes, max_readings=limits.max_readings)
             verdict = validate(candidates, device_key, metrics, env.received_at, limits.window, len(batch.messages))
         except Rejected as r:
-            reject(batch, env, device_id, r.reason, r.detail, limits.max_payload_bytes)
+            reject(batch, env, device_id, r.reason, r.detail, limits.rejected_payload_bytes)
             continue
         except Exception as exc:  # a bug must cost one message, never the pipeline thread
             on_internal_error(exc, env.topic)
             reject(batch, env, device_id, Reason.INTERNAL_ERROR, f"{type(exc).__name__} while handling this message",
-                   limits.max_payload_bytes)
+                   limits.rejected_payload_bytes)
             continue
         if verdict.readings:
             batch.readings.extend(verdict.readings)
-            batch.messages.append(RejectedRow(env.received_at, env.topic, device_id, env.payload, "", ""))
+            batch.messages.append(RejectedRow(env.received_at, env.topic, device_id,
+                                              env.payload[:limits.rejected_payload_bytes], "", "", env.length,
+                                              digest(env.topic, env.payload)))
             if any(r.flags & FLAG_TIME_ASSUMED for r in verdict.readings):
                 batch.receipts.append((digest(env.topic, env.payload), env.received_at))
         for r in summarise(verdict.rejections):
-            reject(batch, env, device_id, r.reason, r.detail, limits.max_payload_bytes)
+            reject(batch, env, device_id, r.reason, r.detail, limits.rejected_payload_bytes)
     return batch

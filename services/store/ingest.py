@@ -121,8 +121,9 @@ WHERE device_key = %(key)s AND (status_at IS NULL OR status_at <= to_timestamp(%
 #: A message is stored once per reason: the same bytes on the same topic again (a redelivery, or a
 #: device repeating itself) count as another receipt of the same row.
 INSERT_REJECTED = """
-INSERT INTO rejected_messages AS m (digest, reason, received_at, last_received_at, topic, device_id, payload, detail)
-VALUES (%s, %s, to_timestamp(%s), to_timestamp(%s), %s, %s, %s, %s)
+INSERT INTO rejected_messages AS m (digest, reason, received_at, last_received_at, topic, device_id, payload,
+                                   payload_bytes, detail)
+VALUES (%s, %s, to_timestamp(%s), to_timestamp(%s), %s, %s, %s, %s, %s)
 ON CONFLICT (digest, reason) DO UPDATE SET
     times = m.times + 1, last_received_at = GREATEST(m.last_received_at, EXCLUDED.last_received_at)
 """
@@ -272,8 +273,9 @@ class IngestStore:
                     cur.execute(UPDATE_STATUS, {"status": st.status, "t": st.time, "key": st.device_key})
                 if rejected:
                     # sorted by key, so concurrent writers lock rejection rows in one order
-                    rows = sorted(((digest(r.topic, r.payload), r.reason, r.received_at, r.received_at, r.topic,
-                                    r.device_id, r.payload, r.detail) for r in rejected), key=lambda row: row[:2])
+                    rows = sorted(((r.digest or digest(r.topic, r.payload), r.reason, r.received_at, r.received_at,
+                                    r.topic, r.device_id, r.payload, r.size if r.size >= 0 else len(r.payload), r.detail)
+                                   for r in rejected), key=lambda row: row[:2])
                     cur.executemany(INSERT_REJECTED, rows)
         for k in keys:
             self._last_seen[k] = seen[k]
@@ -292,7 +294,7 @@ class IngestStore:
         for i in gone:
             m = batch.messages[i]
             out.append(RejectedRow(m.received_at, m.topic, m.device_id, m.payload, Reason.UNKNOWN_DEVICE,
-                                   f"device {m.device_id!r} was retired or deleted"))
+                                   f"device {m.device_id!r} was retired or deleted", m.size, m.digest))
         by_msg: dict[int, list[str]] = {}
         codes = {m.key: m.code for m in self.metrics.values()} if self.metrics else {}
         for msg, metric_key, t, value, stored in conflicts:
@@ -304,7 +306,8 @@ class IngestStore:
                 m = batch.messages[msg]
                 more = f"; and {len(details) - 5} more" if len(details) > 5 else ""
                 out.append(RejectedRow(m.received_at, m.topic, m.device_id, m.payload, Reason.CONFLICTING_DUPLICATE,
-                                       "a different value is already stored: " + "; ".join(details[:5]) + more))
+                                       "a different value is already stored: " + "; ".join(details[:5]) + more,
+                                       m.size, m.digest))
         return out
 
 

@@ -26,9 +26,11 @@ class RejectedRow:
     received_at: float
     topic: str
     device_id: str | None
-    payload: bytes
+    payload: bytes  # possibly cut: the first bytes of the message's payload
     reason: str
     detail: str
+    size: int = -1  # the payload's length as sent (-1: len(payload))
+    digest: bytes | None = None  # the message's identity: sha256 of topic, NUL and the whole payload
 
 
 @dataclass(slots=True)

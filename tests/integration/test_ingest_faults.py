@@ -90,3 +90,53 @@ def test_a_constraint_every_message_violates_holds_them_and_one_only_it_violates
             conn.execute("ALTER TABLE readings DROP CONSTRAINT IF EXISTS not_666")
         pub.close()
         ing.stop()
+
+
+def test_an_oversized_message_is_cut_at_receipt_and_recorded_once_with_its_length(workdir, stack):
+    import hashlib
+
+    cluster, broker = stack
+    dsn = cluster.dsn
+    device = unique("big")
+    register_device(dsn, device)
+    ing = start_ingestor(workdir, dsn, broker.port)
+    pub = Publisher(broker.port)
+    try:
+        payload = b'{"readings": {"pm25": 1}, "pad": "' + b"x" * 200_000 + b'"}'
+        for _ in range(2):
+            pub.readings(device, payload)
+        wait_until(lambda: count(dsn, "SELECT coalesce(sum(times), 0) FROM rejected_messages WHERE device_id = %s",
+                                 (device,)) == 2, what="two receipts of one rejection")
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute("SELECT reason, octet_length(payload), payload_bytes, digest FROM rejected_messages "
+                               "WHERE device_id = %s", (device,)).fetchall()
+        topic = f"city/v1/devices/{device}/readings".encode()
+        assert row == [("too_large", 4096, len(payload), hashlib.sha256(topic + b"\0" + payload).digest())]
+    finally:
+        pub.close()
+        ing.stop()
+
+
+def test_qos0_messages_beyond_the_inbox_byte_budget_are_dropped_and_counted(workdir, stack):
+    cluster, broker = stack
+    dsn = cluster.dsn
+    device = unique("q0")
+    register_device(dsn, device)
+    budget = 1 << 20
+    ing = start_ingestor(workdir, dsn, broker.port, CITYSENSE_INGEST_INBOX_MAX_BYTES=budget,
+                         CITYSENSE_INGEST_RETRY_MAX_S=1)
+    pub = Publisher(broker.port)
+    try:
+        cluster.stop("immediate")  # the pipeline holds its batch; the inbox fills
+        pad = "y" * 40_000
+        for i in range(100):  # 4 MB at QoS 0
+            pub.readings(device, {"time": time.time() - 60 + i / 100, "readings": {"pm25": i}, "pad": pad}, qos=0, wait=False)
+        port = ing.metrics_port
+        wait_until(lambda: metric_value(port, "citysense_ingest_messages_dropped_total", 'reason="inbox_full"') > 0,
+                   what="QoS 0 drops")
+        assert metric_value(port, "citysense_ingest_inbox_bytes") <= budget
+        assert ing.alive()
+    finally:
+        cluster.start()
+        pub.close()
+        ing.stop()

@@ -267,7 +267,7 @@ def test_retained_messages_are_not_replayed_on_reconnect_and_statuses_do_not_ref
     try:
         pub.readings(device, {"readings": {"pm25": 42.42}}, retain=True)
         pub.publish(f"city/v1/devices/{device}/status", "online", retain=True)
-        wait_until(lambda: stored(dsn, devices := [device]) == 1, what="the live reading")
+        wait_until(lambda: stored(dsn, [device]) == 1, what="the live reading")
         wait_until(lambda: count(dsn, "SELECT count(*) FROM devices WHERE device_id = %s AND status = 'online'",
                                  (device,)) == 1, what="the status")
         seen = count(dsn, "SELECT extract(epoch FROM last_seen)::bigint FROM devices WHERE device_id = %s", (device,))
