@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 
 from services.core.catalogue import Metric, Reason
-from services.store.model import Batch, RejectedRow, WriteResult
+from services.store.model import Batch, Reading, RejectedRow, WriteResult
 from services.store.pool import is_transient, sync_pool, transient
 
 log = logging.getLogger("citysense.store")
@@ -76,29 +76,22 @@ WITH active AS (
     SELECT DISTINCT (bucket AT TIME ZONE %(tz)s)::date FROM hourly ORDER BY 1
     ON CONFLICT (day) DO UPDATE SET day = dd.day
     RETURNING 1
-), not_inserted AS (
-    -- staged readings of active devices that this statement did not insert: duplicates of a stored
-    -- reading (or of another in this batch)
-    SELECT s.* FROM staging_readings s
-    WHERE s.device_key IN (SELECT device_key FROM active)
-      AND NOT EXISTS (SELECT 1 FROM inserted i WHERE i.device_key = s.device_key AND i.metric_key = s.metric_key
-                                                 AND i.time = to_timestamp(s.t) AND i.value = s.value)
-), conflicts AS (
-    -- the duplicates whose key holds a different value: visible, never dropped silently
-    SELECT n.msg, n.metric_key, n.t, n.value, stored.value AS stored
-    FROM not_inserted n,
-    LATERAL (SELECT coalesce(
-        (SELECT i.value FROM inserted i WHERE i.device_key = n.device_key AND i.metric_key = n.metric_key
-                                          AND i.time = to_timestamp(n.t)),
-        (SELECT r.value FROM readings r WHERE r.device_key = n.device_key AND r.metric_key = n.metric_key
-                                          AND r.time = to_timestamp(n.t))) AS value) stored
-    WHERE stored.value IS DISTINCT FROM n.value
 )
 SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM rolled), (SELECT count(*) FROM dirty),
        (SELECT coalesce(array_agg(DISTINCT device_key), '{}') FROM staging_readings
-        WHERE device_key NOT IN (SELECT device_key FROM active)),
-       (SELECT coalesce(jsonb_agg(jsonb_build_array(msg, metric_key, t, value, stored) ORDER BY msg), '[]')
-        FROM conflicts)
+        WHERE device_key NOT IN (SELECT device_key FROM active))
+"""
+
+#: Run only when a batch had duplicates (fewer rows inserted than staged): the staged readings whose key
+#: now holds another value (stored earlier, or by an earlier message of the batch). Visible, never dropped
+#: silently. The time bounds let TimescaleDB exclude chunks.
+CONFLICTS = """
+SELECT s.msg, s.metric_key, s.t, s.value, r.value
+FROM staging_readings s
+JOIN readings r ON r.device_key = s.device_key AND r.time = to_timestamp(s.t) AND r.metric_key = s.metric_key
+WHERE r.value IS DISTINCT FROM s.value AND s.device_key <> ALL(%(refused)s::int4[])
+  AND r.time >= %(lo)s AND r.time <= %(hi)s
+ORDER BY s.msg
 """
 
 UPDATE_LAST_SEEN = """
@@ -219,6 +212,16 @@ class IngestStore:
         batch itself is at fault: the caller splits it to find the culprit)."""
         return self._run(lambda conn: self._write(conn, batch))
 
+    @staticmethod
+    def _conflicts(cur, staged: list[Reading], stored: int, refused: set[int] = frozenset()) -> list:
+        """Conflicting duplicates among the staged readings (of devices not refused), looked for only when
+        there were duplicates."""
+        if stored >= len(staged):
+            return []
+        lo, hi = min(r.time for r in staged), max(r.time for r in staged)
+        return cur.execute(CONFLICTS, {"lo": datetime.fromtimestamp(lo, timezone.utc), "refused": list(refused),
+                                       "hi": datetime.fromtimestamp(hi, timezone.utc)}).fetchall()
+
     def _remap(self, cur, batch: Batch, refused_keys: list[int], seen: dict[int, float]) -> tuple[int, list[int], list]:
         """Readings refused because their key is gone: a device purged and registered again has the same id
         and a new key. Those rows are inserted again under the current key, in the same transaction;
@@ -235,7 +238,8 @@ class IngestStore:
         cur.execute("DELETE FROM staging_readings WHERE NOT (device_key = ANY(%s))", (list(remap),))
         cur.execute("UPDATE staging_readings s SET device_key = m.new FROM unnest(%s::int4[], %s::int4[]) AS m(old, new) "
                     "WHERE s.device_key = m.old", (list(remap), list(remap.values())))
-        stored, _, _, _, conflicts = cur.execute(INSERT_READINGS, {"tz": self._tz}).fetchone()
+        stored = cur.execute(INSERT_READINGS, {"tz": self._tz}).fetchone()[0]
+        conflicts = self._conflicts(cur, [r for r in batch.readings if r.device_key in remap], stored)
         for k, new in remap.items():
             seen[new] = seen.pop(k)
             self.remapped[ids[k]] = new
@@ -252,7 +256,10 @@ class IngestStore:
                         copy.set_types(["float8", "int4", "int2", "float8", "int2", "int4"])
                         for r in batch.readings:
                             copy.write_row((r.time, r.device_key, r.metric_key, r.value, r.flags, r.msg))
-                    stored, _, _, refused_keys, conflicts = cur.execute(INSERT_READINGS, {"tz": self._tz}).fetchone()
+                    stored, _, _, refused_keys = cur.execute(INSERT_READINGS, {"tz": self._tz}).fetchone()
+                    gone = set(refused_keys)
+                    conflicts = self._conflicts(cur, [r for r in batch.readings if r.device_key not in gone]
+                                                if gone else batch.readings, stored, gone)
                     for r in batch.readings:
                         if r.time > seen.get(r.device_key, 0.0):
                             seen[r.device_key] = r.time

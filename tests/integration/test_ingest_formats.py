@@ -126,7 +126,8 @@ def test_status_topic_updates_the_device(dsn, publisher, ingestor, http):
     register_device(dsn, device_id)
     publisher.publish(f"city/v1/devices/{device_id}/status", b"online", retain=True)
     wait_until(lambda: http.get(f"/v1/devices/{device_id}").json()["status"] == "online")
-    assert http.get(f"/v1/devices/{device_id}").json()["last_seen"] is not None
+    # a status is what the device claims, not a report: it never makes a silent device look fresh
+    assert http.get(f"/v1/devices/{device_id}").json()["last_seen"] is None
     publisher.publish(f"city/v1/devices/{device_id}/status", b'{"status": "offline"}', retain=True)
     wait_until(lambda: http.get(f"/v1/devices/{device_id}").json()["status"] == "offline")
     publisher.publish(f"city/v1/devices/{device_id}/status", b"asleep")
