@@ -8,7 +8,8 @@
 #       server, from a deb-src line for trixie that reuses the mirror already in the apt sources.
 #   - Mosquitto broker and its C clients (the tests and benchmarks use both).
 #   - Every other program the test suite calls: wrk (the benchmarks' smoke test), promtool (Debian's
-#     prometheus package: the alerting rules), systemd-analyze (the unit files), openssl.
+#     prometheus package: the alerting rules), systemd-analyze (the unit files), openssl, and libfaketime
+#     (an ingestor with a skewed clock).
 #   - A Python virtual environment in .venv with the project and its test extras.
 #
 # Packages that carry a daemon (mosquitto, prometheus) are installed without starting it, and left
@@ -127,7 +128,7 @@ case "$codename" in
   *) log "unsupported release '$codename' (Debian 12 bookworm or 13 trixie)"; exit 1 ;;
 esac
 
-apt_install mosquitto mosquitto-clients wrk prometheus systemd openssl
+apt_install mosquitto mosquitto-clients wrk prometheus systemd openssl faketime
 extras="${CITYSENSE_EXTRAS:-test}"
 
 # Python: a virtual environment with the project installed (editable) and its test extras. Reinstalled

@@ -6,6 +6,7 @@ The README's settings table is generated from this class (``citysense settings``
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -72,9 +73,14 @@ class Settings(BaseSettings):
     api_pool_size: int = Field(8, ge=1, le=200, description="Database connections in the API's pool.")
 
     # --- ingestor ------------------------------------------------------------------------------
-    ingest_client_id: str = Field(
-        "citysense-ingest-1",
-        description="Stable MQTT client id of this ingestor instance: its persistent session outlives restarts.",
+    ingest_client_id: str | None = Field(
+        None,
+        description="MQTT client id of this ingestor: its persistent session outlives restarts, so it must be stable and "
+                    "unique. Default: `citysense-ingest-<host name>-<CITYSENSE_INGEST_INSTANCE>`.",
+    )
+    ingest_instance: str = Field(
+        "1", pattern=r"^[A-Za-z0-9_.-]{1,32}$",
+        description="Distinguishes ingestors on one host in the default client id.",
     )
     ingest_share_group: str | None = Field(
         None, description="When set, subscribe through `$share/<group>/…` so several ingestors split the load."
@@ -174,6 +180,11 @@ class Settings(BaseSettings):
     @property
     def mqtt_port_from_url(self) -> int:
         return urlsplit(self.mqtt_url).port or 1883
+
+    @property
+    def client_id(self) -> str:
+        """The ingestor's MQTT client id (CITYSENSE_INGEST_CLIENT_ID, or one unique per host and instance)."""
+        return self.ingest_client_id or f"citysense-ingest-{socket.gethostname()}-{self.ingest_instance}"
 
     @property
     def dsn(self) -> str:

@@ -37,6 +37,16 @@ class IngestMetrics:
             p + "lag_seconds", "From a message's receipt to the commit of its readings", registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
         )
+        self.broker = Gauge(
+            "citysense_broker", "The broker's own $SYS counters, as it last published them: publish_messages_dropped "
+            "(messages it dropped: queue caps, oversized), store_messages and store_bytes (held), clients_connected",
+            ["stat"], registry=r)
+        self.takeovers = Counter(
+            p + "session_takeovers", "Times the broker gave this ingestor's session to another client with its client id",
+            registry=r)
+        self.clock_offset = Gauge(
+            p + "clock_offset_seconds", "The database's clock minus this host's (receipt times are corrected by it "
+            "beyond 2 s)", registry=r)
         self.dropped = Counter(
             p + "messages_dropped", "Messages dropped unread: QoS 0 beyond the inbox's byte budget (the broker "
             "never redelivers QoS 0)", ["reason"], registry=r)

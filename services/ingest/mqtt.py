@@ -31,19 +31,28 @@ from services.ingest.translate import Envelope
 
 log = logging.getLogger("citysense.ingest.mqtt")
 
+#: The broker's own counters ($SYS, every sys_interval): what it dropped or holds, which the ingestor
+#: cannot see otherwise (queue caps, oversized messages). Exported as citysense_broker_* gauges.
+SYS_TOPICS = {
+    "$SYS/broker/publish/messages/dropped": "publish_messages_dropped",
+    "$SYS/broker/store/messages/count": "store_messages",
+    "$SYS/broker/store/messages/bytes": "store_bytes",
+    "$SYS/broker/clients/connected": "clients_connected",
+}
 READINGS_TOPIC = device_topic("+", "readings")
 STATUS_TOPIC = device_topic("+", "status")
 
 
 class Subscriber:
-    def __init__(self, settings: Settings, inbox: Inbox, metrics: IngestMetrics):
+    def __init__(self, settings: Settings, inbox: Inbox, metrics: IngestMetrics, now=time.time):
         self._settings = settings
         self._inbox = inbox
+        self._now = now  # receipt time (corrected for this host's clock offset)
         self._metrics = metrics
         self.connected = False
         c = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=settings.ingest_client_id,
+            client_id=settings.client_id,
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
@@ -63,6 +72,8 @@ class Subscriber:
         #: that an earlier connection delivered must not be sent on this one (it could acknowledge another,
         #: uncommitted message with the same id). The broker redelivers such messages anyway.
         self._connection = 0
+        self._connected_at = 0.0
+        self._quick_losses = 0
         self._subacked = threading.Condition()
 
     @property
@@ -94,7 +105,7 @@ class Subscriber:
         answered in order, so its SUBACK proves the PUBACKs before it were handled.
         """
         if self.connected:
-            barrier = f"citysense/internal/{self._settings.ingest_client_id}/ack-barrier"
+            barrier = f"citysense/internal/{self._settings.client_id}/ack-barrier"
             result, mid = self._client.subscribe(barrier, qos=0)
             with self._subacked:
                 confirmed = result == mqtt.MQTT_ERR_SUCCESS and self._subacked.wait_for(lambda: mid in self._subacks, timeout)
@@ -113,6 +124,7 @@ class Subscriber:
             log.warning("broker refused the connection: %s", reason_code)
             return
         self._connection += 1
+        self._connected_at = time.monotonic()
         self.connected = True
         self._metrics.broker_connected(True)
         log.info("connected to the broker (session present: %s); subscribing to %s", flags.session_present, self.readings_topic)
@@ -120,23 +132,43 @@ class Subscriber:
         # on every reconnect as if new (and statuses went through the share group like readings, so
         # several ingestors do not each handle every status).
         options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
-        client.subscribe([(self.readings_topic, options), (self.status_topic, options)])
+        client.subscribe([(self.readings_topic, options), (self.status_topic, options),
+                          *((topic, SubscribeOptions(qos=0)) for topic in SYS_TOPICS)])
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         with self._subacked:
             self._subacks.add(mid)
             self._subacked.notify_all()
 
+    #: A connection lost this soon after it was made, while the broker answers, is most likely another
+    #: client taking the session with the same client id (Mosquitto 2.0.11 closes the socket without the
+    #: MQTT 5 reason "Session taken over", later versions send 0x8E).
+    QUICK_LOSS_S = 5.0
+    TAKEOVER_BACKOFF_S = 30.0
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected = False
         self._metrics.broker_connected(False)
-        if reason_code.is_failure:
-            log.warning("disconnected from the broker (%s); reconnecting", reason_code)
-        else:
+        if not reason_code.is_failure:
             log.info("disconnected from the broker")
+            return
+        quick = time.monotonic() - self._connected_at < self.QUICK_LOSS_S
+        self._quick_losses = self._quick_losses + 1 if quick else 0
+        if reason_code.value == 0x8E or self._quick_losses >= 2:
+            self._metrics.takeovers.inc()
+            log.error("the broker gave this ingestor's session to another client with the same client id %r: "
+                      "give every ingestor its own CITYSENSE_INGEST_CLIENT_ID (or CITYSENSE_INGEST_INSTANCE); "
+                      "reconnecting in %.0f s", self._settings.client_id, self.TAKEOVER_BACKOFF_S)
+            client.reconnect_delay_set(min_delay=self.TAKEOVER_BACKOFF_S, max_delay=self.TAKEOVER_BACKOFF_S * 4)
+        else:
+            client.reconnect_delay_set(min_delay=1, max_delay=15)
+            log.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         try:
+            if msg.topic in SYS_TOPICS:
+                self._metrics.broker.labels(SYS_TOPICS[msg.topic]).set(float(msg.payload))
+                return
             props = getattr(msg, "properties", None)
             ctype = getattr(props, "ContentType", None) if props is not None else None
             try:
@@ -145,7 +177,7 @@ class Subscriber:
                 topic = msg._topic.decode("utf-8", "replace")
             payload, size, whole = cut(topic, msg.payload, self._settings.ingest_max_payload_bytes,
                                        self._settings.ingest_rejected_payload_bytes)
-            self._inbox.put(Envelope(msg.mid, msg.qos, topic, payload, time.time(), time.monotonic(), ctype,
+            self._inbox.put(Envelope(msg.mid, msg.qos, topic, payload, self._now(), time.monotonic(), ctype,
                                      self._connection, bool(msg.dup), bool(msg.retain), size, whole))
         except Exception:  # a callback must never raise into paho's network loop
             log.exception("could not enqueue a message on %r", getattr(msg, "topic", "?"))

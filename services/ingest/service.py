@@ -14,7 +14,7 @@ import threading
 
 from services.core.settings import Settings
 from services.ingest import http
-from services.ingest.housekeeping import HousekeepingJob
+from services.ingest.housekeeping import Clock, HousekeepingJob
 from services.ingest.inbox import Inbox
 from services.ingest.metrics import IngestMetrics
 from services.ingest.mqtt import Subscriber
@@ -71,18 +71,23 @@ def run(settings: Settings) -> int:
         store.close()
         return 0
 
+    clock = Clock()
     inbox = Inbox(settings.ingest_inbox_max_bytes, on_drop=lambda env: metrics.dropped.labels("inbox_full").inc())
     metrics.inbox_bytes.set_function(lambda: inbox.bytes)
-    subscriber = Subscriber(settings, inbox, metrics)
+    subscriber = Subscriber(settings, inbox, metrics, clock.now)
     pipeline = Pipeline(inbox, store, subscriber.ack, metrics, pipeline_config(settings))
     worker = threading.Thread(target=pipeline.run, name="pipeline", daemon=True)
-    housekeeping = HousekeepingJob(Housekeeping(store, settings.timezone), metrics, settings.rollup_interval_s,
+    housekeeping = HousekeepingJob(Housekeeping(store, settings.timezone), metrics, clock, settings.rollup_interval_s,
                                    (settings.retention_raw_days, settings.retention_rejected_days,
                                     max(settings.ingest_session_expiry_s, 86400)))
+    try:  # before the first message: receipt times are right from the start
+        housekeeping.check_clock()
+    except TransientError as exc:
+        log.warning("could not compare clocks with the database yet: %s", exc)
     subscriber.start()
     worker.start()
     housekeeping.start()
-    log.info("ingesting from %s as client %r", settings.mqtt_url, settings.ingest_client_id)
+    log.info("ingesting from %s as client %r", settings.mqtt_url, settings.client_id)
     while not stop.wait(0.5):
         if not worker.is_alive():
             log.error("the pipeline thread died; exiting so a supervisor restarts the ingestor")

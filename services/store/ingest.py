@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -335,6 +336,14 @@ class Housekeeping:
             finally:
                 conn.autocommit = False
         return self._store._run(work)
+
+    def clock_offset(self) -> float:
+        """The database's clock minus this host's, in seconds (the round trip's midpoint)."""
+        def measure(conn: psycopg.Connection) -> float:
+            before = time.time()
+            db = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0]
+            return db - (before + time.time()) / 2
+        return self._store._run(measure)
 
     def fleet(self) -> tuple[int, int]:
         """(devices registered and not retired, silent ones)."""

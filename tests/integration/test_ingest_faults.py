@@ -140,3 +140,59 @@ def test_qos0_messages_beyond_the_inbox_byte_budget_are_dropped_and_counted(work
         cluster.start()
         pub.close()
         ing.stop()
+
+
+def test_an_ingestor_whose_clock_is_ten_minutes_slow_still_takes_a_citys_live_readings(workdir, stack):
+    """Its receipt times are corrected by its offset from the database's clock: without that, every live
+    reading would be 600 s 'in the future' and rejected."""
+    import glob
+
+    cluster, broker = stack
+    dsn = cluster.dsn
+    device = unique("skew")
+    register_device(dsn, device)
+    lib = glob.glob("/usr/lib/*/faketime/libfaketime.so.1")[0]
+    ing = start_ingestor(workdir, dsn, broker.port,
+                         process_env={"LD_PRELOAD": lib, "FAKETIME": "-10m", "DONT_FAKE_MONOTONIC": "1"})
+    pub = Publisher(broker.port)
+    try:
+        assert metric_value(ing.metrics_port, "citysense_ingest_clock_offset_seconds") > 590
+        for i in range(5):
+            pub.readings(device, {"time": time.time() - i, "readings": {"pm25": 10 + i}})
+        pub.readings(device, {"readings": {"pm25": 99}})  # no device time: stamped with the corrected clock
+        wait_until(lambda: _stored(dsn, device) == 6, what="every live reading")
+        newest = count(dsn, "SELECT extract(epoch FROM max(time))::bigint FROM readings r JOIN devices d "
+                            "USING (device_key) WHERE d.device_id = %s", (device,))
+        assert abs(newest - time.time()) < 30
+        assert count(dsn, "SELECT count(*) FROM rejected_messages WHERE device_id = %s", (device,)) == 0
+    finally:
+        pub.close()
+        ing.stop()
+
+
+def test_two_ingestors_with_one_client_id_are_told_and_counted(workdir, stack):
+    cluster, broker = stack
+    same = unique("same-id")
+    a = start_ingestor(workdir, cluster.dsn, broker.port, CITYSENSE_INGEST_CLIENT_ID=same)
+    b = start_ingestor(workdir, cluster.dsn, broker.port, name=same + "-b", CITYSENSE_INGEST_CLIENT_ID=same)
+    try:
+        wait_until(lambda: metric_value(a.metrics_port, "citysense_ingest_session_takeovers_total")
+                   + metric_value(b.metrics_port, "citysense_ingest_session_takeovers_total") >= 1, 40,
+                   what="a takeover counted")
+        assert "CITYSENSE_INGEST_CLIENT_ID" in a.log() + b.log()
+        assert a.alive() and b.alive()
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_the_brokers_own_counters_are_exported(workdir, stack):
+    cluster, broker = stack
+    ing = start_ingestor(workdir, cluster.dsn, broker.port)
+    try:
+        wait_until(lambda: metric_value(ing.metrics_port, "citysense_broker", 'stat="clients_connected"') >= 1, 25,
+                   what="the broker's $SYS counters")
+        assert 'citysense_broker{stat="publish_messages_dropped"}' in httpx.get(
+            f"http://127.0.0.1:{ing.metrics_port}/metrics").text
+    finally:
+        ing.stop()

@@ -52,8 +52,9 @@ def fleet(dsn: str, n: int = 5) -> list[str]:
     return ids
 
 
-def start_ingestor(workdir, dsn, port, name=None, **extra) -> Service:
-    env = service_env(dsn, port, **extra)
+def start_ingestor(workdir, dsn, port, name=None, process_env: dict | None = None, **extra) -> Service:
+    """An ingestor with these settings (``extra``, CITYSENSE_ added) and process variables (``process_env``)."""
+    env = {**service_env(dsn, port, **extra), **(process_env or {})}
     svc = Service("ingest", env, workdir / f"{name or env['CITYSENSE_INGEST_CLIENT_ID']}.log").start()
     svc.env = env
     svc.metrics_port = int(env["CITYSENSE_INGEST_METRICS_PORT"])
