@@ -105,6 +105,9 @@ class Settings(BaseSettings):
         64 << 20, ge=1 << 16,
         description="Payload bytes held between the broker and the pipeline; QoS 0 messages beyond it are dropped and counted.",
     )
+    ingest_batch_max_readings: int = Field(
+        100_000, ge=1, description="A batch holding more readings than this is written in halves, one transaction each."
+    )
     ingest_batch_max_bytes: int = Field(
         4 << 20, ge=1 << 10, description="A batch also ends at this many payload bytes (which bounds its readings too)."
     )

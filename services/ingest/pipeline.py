@@ -54,6 +54,10 @@ class SystemicFault(Exception):
         super().__init__(f"{self.sqlstate}: {first}"[:300])
 
 
+class _TooManyReadings(Exception):
+    """The batch's messages hold more readings than a batch may: it is written in halves."""
+
+
 def systemic(exc: BaseException) -> bool:
     state = getattr(exc, "sqlstate", None)
     return bool(state) and state[:2] in SYSTEMIC_CLASSES and state != "55P03"
@@ -66,6 +70,8 @@ class PipelineConfig:
     #: A batch also ends at this many payload bytes: with payloads of at most max_payload_bytes and ten
     #: bytes at least per reading, it bounds a batch's readings too (4 MiB: some 400,000 at most).
     batch_max_bytes: int = 4 << 20
+    #: A batch whose messages hold more readings than this is written in halves (one transaction each).
+    batch_max_readings: int = 100_000
     limits: Limits = field(default_factory=Limits)
     retry_initial_s: float = 0.2
     retry_max_s: float = 30.0
@@ -216,6 +222,8 @@ class Pipeline:
         while True:
             try:
                 batch = self.build(envelopes)
+                if len(batch.readings) > self._config.batch_max_readings and len(envelopes) > 1:
+                    raise _TooManyReadings
                 try:
                     result = self._store.write(batch)
                 except TransientError:
@@ -283,9 +291,10 @@ class Pipeline:
             rejections.extend(r.rejections)
         return WriteResult(stored, duplicates, conflicts, tuple(rejections), tuple(refused))
 
-    def process(self, envelopes: list[Envelope]) -> bool:
-        """Write and acknowledge one batch of messages. False when it could not be written (shutdown, or a
-        systemic fault: the caller holds the batch and tries again)."""
+    def process(self, envelopes: list[Envelope]) -> list[Envelope]:
+        """Write and acknowledge a batch of messages; returns those left unacknowledged (none when all went
+        well; the rest at shutdown, or while a systemic fault holds them: the caller tries again later).
+        A batch over batch_max_readings is written in halves, and no message is ever acknowledged twice."""
         m = self._metrics
         t0 = time.monotonic()
         try:
@@ -293,9 +302,13 @@ class Pipeline:
         except SystemicFault as fault:
             m.database_fault(True)
             self._fault_log(fault, len(envelopes))
-            return False
+            return envelopes
+        except _TooManyReadings:
+            half = len(envelopes) // 2
+            rest = self.process(envelopes[:half])
+            return rest + envelopes[half:] if rest else self.process(envelopes[half:])
         if result is None:
-            return False
+            return envelopes
         m.database_fault(False)
         done = time.monotonic()
         for env in envelopes:
@@ -311,7 +324,7 @@ class Pipeline:
         for r in result.rejections:
             m.rejections.labels(r.reason).inc()
             self._rejection_log.rejection(r.reason, r.topic, r.detail)
-        return True
+        return []
 
     def _fault_log(self, fault: SystemicFault, n: int) -> None:
         now = time.monotonic()
@@ -342,10 +355,9 @@ class Pipeline:
                 self._count_in(new)
             envelopes = held + new
             if envelopes:
-                if self.process(envelopes):
-                    held, delay = [], self._config.retry_initial_s
-                else:
-                    held = envelopes
+                held = self.process(envelopes)
+                if not held:
+                    delay = self._config.retry_initial_s
         if held:
             log.error("stopping with %d messages held by a database fault: unacknowledged, the broker redelivers "
                       "them", len(held))
@@ -354,6 +366,6 @@ class Pipeline:
         if rest:
             self._count_in(rest)
             for i in range(0, len(rest), self._config.batch_size):
-                if not self.process(rest[i : i + self._config.batch_size]):
+                if self.process(rest[i : i + self._config.batch_size]):
                     break
         log.info("pipeline stopped: %d messages received, %d acknowledged", self.received, self.acked)

@@ -32,6 +32,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         batch_size=settings.ingest_batch_size,
         batch_age_s=settings.ingest_batch_age_ms / 1000,
         batch_max_bytes=settings.ingest_batch_max_bytes,
+        batch_max_readings=settings.ingest_batch_max_readings,
         limits=Limits(settings.ingest_max_payload_bytes, settings.ingest_max_readings_per_message,
                       Window(settings.ingest_max_past_s, settings.ingest_max_future_s),
                       settings.ingest_rejected_payload_bytes),

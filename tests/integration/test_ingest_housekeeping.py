@@ -20,8 +20,8 @@ def test_retention_drops_old_raw_chunks_and_keeps_rollups(dsn):
             conn.execute("INSERT INTO readings_hourly VALUES (date_trunc('hour', now() - %s * interval '1 day'), %s, 1, 1, 5, 5, 5, NULL)",
                          (days, key))
         conn.execute("INSERT INTO rejected_messages (digest, reason, received_at, last_received_at, topic, device_id, "
-                     "payload, detail) VALUES ('\\x00', 'x', now() - interval '400 days', now() - interval '400 days', "
-                     "'t', %s, '', 'y')", (device_id,))
+                     "payload, payload_bytes, detail) VALUES ('\\x00', 'x', now() - interval '400 days', "
+                     "now() - interval '400 days', 't', %s, '', 0, 'y')", (device_id,))
     store = IngestStore(dsn, "America/New_York")
     try:
         assert Housekeeping(store, "America/New_York").apply_retention(365, 365) >= 2
@@ -56,3 +56,31 @@ def test_repeated_rejections_are_rate_limited_in_the_log(caplog):
             limiter.rejection("non_finite", "city/v1/devices/x/readings", "pm25: nan")
         limiter.rejection("wrong_type", "city/v1/devices/x/readings", "pm25: '1'")
     assert len(caplog.records) == 2
+
+
+def test_retention_gives_up_on_a_lock_instead_of_stalling_behind_a_long_reader(dsn):
+    """A long export holds the old chunk (AccessShareLock); drop_chunks would wait for it, and everything
+    after it would queue behind: retention waits 5 s at most, then tries again next round."""
+    from services.store.pool import TransientError
+
+    device_id = unique("lock")
+    register_device(dsn, device_id)
+    with psycopg.connect(dsn) as conn:
+        key = conn.execute("SELECT device_key FROM devices WHERE device_id = %s", (device_id,)).fetchone()[0]
+        conn.execute("INSERT INTO readings VALUES (now() - interval '500 days', %s, 1, 5, 0)", (key,))
+    store = IngestStore(dsn, "America/New_York")
+    reader = psycopg.connect(dsn)
+    try:
+        reader.execute("SELECT count(*) FROM readings WHERE time < now() - interval '400 days'")  # holds the chunk
+        started = time.monotonic()
+        try:
+            Housekeeping(store, "America/New_York").apply_retention(365, 365, lock_timeout_s=1.0)
+            gave_up = False
+        except TransientError:
+            gave_up = True
+        assert gave_up and time.monotonic() - started < 5
+        reader.rollback()
+        assert Housekeeping(store, "America/New_York").apply_retention(365, 365) >= 1
+    finally:
+        reader.close()
+        store.close()
