@@ -123,8 +123,9 @@ def test_qos0_messages_beyond_the_inbox_byte_budget_are_dropped_and_counted(work
     device = unique("q0")
     register_device(dsn, device)
     budget = 1 << 20
+    # the pipeline's held batch is bounded too (batch bytes): here small, so the inbox budget is what fills
     ing = start_ingestor(workdir, dsn, broker.port, CITYSENSE_INGEST_INBOX_MAX_BYTES=budget,
-                         CITYSENSE_INGEST_RETRY_MAX_S=1)
+                         CITYSENSE_INGEST_BATCH_MAX_BYTES=65536, CITYSENSE_INGEST_RETRY_MAX_S=1)
     pub = Publisher(broker.port)
     try:
         cluster.stop("immediate")  # the pipeline holds its batch; the inbox fills
