@@ -9,7 +9,6 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import psycopg
-import pytest
 
 from services.store import rollups
 from services.store.ingest import STAGING_DDL, IngestStore
@@ -65,28 +64,43 @@ def test_a_refresh_racing_a_writer_never_leaves_a_day_short(dsn):
         store.close()
 
 
-def test_daily_figures_use_the_citys_local_day_including_a_25_hour_dst_day(http, publisher, dsn, ingestor):
-    """2026-11-01 in Baltimore: clocks go back, the day has 25 hours, from 04:00Z to 05:00Z the next day."""
+def _last_fall_back(tz: ZoneInfo) -> datetime:
+    """Local midnight (as UTC) starting the most recent past day with 25 hours in ``tz``."""
+    day = datetime.now(tz).replace(hour=0, minute=0, second=0, microsecond=0)
+    while True:
+        day -= timedelta(days=1)
+        start = day.astimezone(timezone.utc)
+        end = (day + timedelta(days=1)).replace(tzinfo=tz).astimezone(timezone.utc)
+        if end - start == timedelta(hours=25):
+            return start
+
+
+def test_daily_figures_use_the_citys_local_day_including_a_25_hour_dst_day(http, dsn, ingestor):
+    """The most recent day when Baltimore's clocks went back: 25 hours, from local midnight to local midnight.
+    Written through the store (any age: the ingestor's 30-day window is not what this tests)."""
+    tz = ZoneInfo(TZ)
+    start = _last_fall_back(tz)
     device = unique("dst")
-    register_device(dsn, device, lat=39.3290, lon=-76.6205)  # a CSA of its own for this test's sums
-    start = datetime(2026, 11, 1, 4, 0, tzinfo=timezone.utc)
-    if start < datetime.now(timezone.utc) - timedelta(days=29):
-        pytest.skip("the DST day of this test is past the ingestor's 30-day window")  # after 2026-11-30
-    hours = [start + timedelta(hours=i) for i in range(25)]
-    publisher.readings(device, [{"time": h.timestamp() + 60, "readings": {"pm25": 10.0}} for h in hours])
-    wait_until(lambda: count(dsn, "SELECT count(*) FROM readings r JOIN devices d USING (device_key) "
-                                  "WHERE device_id = %s", (device,)) == 25)
+    register_device(dsn, device, lat=39.3290, lon=-76.6205)
+    key = _key(dsn, device)
+    store = IngestStore(dsn, TZ)
+    try:
+        store.write(Batch(readings=[Reading(key, 1, (start + timedelta(hours=h, minutes=1)).timestamp(), 10.0, 0)
+                                    for h in range(25)]))
+    finally:
+        store.close()
     csa = http.get(f"/v1/devices/{device}").json()["csa"]
-    window = {"metric": "pm25", "bucket": "1d", "start": "2026-11-01T04:00:00Z", "end": "2026-11-02T05:00:00Z"}
+    first = start.isoformat().replace("+00:00", "Z")
+    window = {"metric": "pm25", "bucket": "1d", "start": first, "end": (start + timedelta(hours=25)).isoformat()}
 
     def day_of(**params):
         items = http.get("/v1/aggregates", params={**window, **params}).json()["items"]
         return {(i["bucket"], i["group"]): i["count"] for i in items}
 
     # hourly source (by device): one bucket from local midnight, 25 hours long
-    assert day_of(group_by="device", device_id=device) == {("2026-11-01T04:00:00Z", device): 25}
-    # daily rollups (by CSA), once the rollup job has run: the same local day
-    wait_until(lambda: day_of(group_by="csa", csa=csa).get(("2026-11-01T04:00:00Z", csa), 0) >= 25, 30,
+    assert day_of(group_by="device", device_id=device) == {(first, device): 25}
+    # daily rollups (by CSA, recomputed by the ingestor's housekeeping): the same local day
+    wait_until(lambda: day_of(group_by="csa", csa=csa).get((first, csa), 0) >= 25, 30,
                what="the daily rollup of the DST day")
 
 
