@@ -48,7 +48,7 @@ WITH active AS (
     SELECT to_timestamp(s.t), s.device_key, s.metric_key, s.value, s.flags
     FROM staging_readings s
     WHERE s.device_key IN (SELECT device_key FROM active)
-    ORDER BY s.device_key, s.t, s.metric_key, s.msg  -- on equal keys, the earliest message wins
+    ORDER BY s.device_key, s.t, s.metric_key, s.msg, s.ctid  -- on equal keys, the earliest message (and reading) wins
     ON CONFLICT DO NOTHING
     RETURNING time, device_key, metric_key, value
 ), hourly AS (
@@ -219,7 +219,8 @@ class IngestStore:
         there were duplicates."""
         if stored >= len(staged):
             return []
-        lo, hi = min(r.time for r in staged), max(r.time for r in staged)
+        # a millisecond either side: Python and PostgreSQL may round a float's microseconds differently
+        lo, hi = min(r.time for r in staged) - 0.001, max(r.time for r in staged) + 0.001
         return cur.execute(CONFLICTS, {"lo": datetime.fromtimestamp(lo, timezone.utc), "refused": list(refused),
                                        "hi": datetime.fromtimestamp(hi, timezone.utc)}).fetchall()
 
