@@ -55,7 +55,7 @@ def run(settings: Settings) -> int:
     if settings.ingest_metrics_port:
         server = http.start(settings.ingest_metrics_host, settings.ingest_metrics_port, metrics.registry, metrics.readiness)
 
-    store = IngestStore(settings.dsn, settings.timezone)
+    store = IngestStore(settings.dsn, settings.timezone, settings.ingest_rejected_payload_bytes)
     delay = 0.5
     while not stop.is_set():
         try:

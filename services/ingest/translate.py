@@ -107,9 +107,9 @@ def translate(envelopes: list[Envelope], registry: Registry, limits: Limits,
             continue
         if verdict.readings:
             batch.readings.extend(verdict.readings)
-            batch.messages.append(RejectedRow(env.received_at, env.topic, device_id,
-                                              env.payload[:limits.rejected_payload_bytes], "", "", env.length,
-                                              digest(env.topic, env.payload)))
+            # the payload itself (no copy, no hash): the store cuts and hashes it only if it records a refusal
+            batch.messages.append(RejectedRow(env.received_at, env.topic, device_id, env.payload, "", "", env.length,
+                                              env.whole_digest))
             if any(r.flags & FLAG_TIME_ASSUMED for r in verdict.readings):
                 batch.receipts.append((digest(env.topic, env.payload), env.received_at))
         for r in summarise(verdict.rejections):

@@ -156,8 +156,9 @@ class IngestStore:
     restarting, and psycopg.Error when the database refuses the work itself.
     """
 
-    def __init__(self, dsn: str, timezone: str):
+    def __init__(self, dsn: str, timezone: str, rejected_payload_bytes: int = 4096):
         self._tz = timezone
+        self._keep = rejected_payload_bytes  # a rejected payload is stored cut to this
         # Two threads, two connections: a wait for one means the database is away, so report it soon
         # (the pipeline then backs off and retries) instead of after a long pool timeout.
         self.pool = sync_pool(dsn, "citysense-ingest", size=2, configure=lambda conn: conn.execute(STAGING_DDL),
@@ -176,11 +177,7 @@ class IngestStore:
         try:
             with self.pool.connection() as conn:
                 return work(conn)
-        except psycopg.Error as exc:
-            if is_transient(exc):
-                raise transient(exc) from exc
-            raise
-        except Exception as exc:  # PoolTimeout: no connection in time
+        except Exception as exc:  # psycopg.Error, or PoolTimeout: no connection in time
             if is_transient(exc):
                 raise transient(exc) from exc
             raise
@@ -298,12 +295,15 @@ class IngestStore:
         """The messages of readings refused at write time, each once per reason: devices retired or deleted
         (unknown_device), and readings whose key already holds another value (conflicting_duplicate, with
         both values)."""
+        def record(m: RejectedRow, reason: str, detail: str) -> RejectedRow:
+            return RejectedRow(m.received_at, m.topic, m.device_id, m.payload[:self._keep], reason, detail, m.size,
+                               m.digest or digest(m.topic, m.payload))
+
         out = []
         gone = sorted({r.msg for r in batch.readings if r.device_key in refused and r.msg >= 0})
         for i in gone:
             m = batch.messages[i]
-            out.append(RejectedRow(m.received_at, m.topic, m.device_id, m.payload, Reason.UNKNOWN_DEVICE,
-                                   f"device {m.device_id!r} was retired or deleted", m.size, m.digest))
+            out.append(record(m, Reason.UNKNOWN_DEVICE, f"device {m.device_id!r} was retired or deleted"))
         by_msg: dict[int, list[str]] = {}
         codes = {m.key: m.code for m in self.metrics.values()} if self.metrics else {}
         for msg, metric_key, t, value, stored in conflicts:
@@ -314,9 +314,8 @@ class IngestStore:
             if msg >= 0:
                 m = batch.messages[msg]
                 more = f"; and {len(details) - 5} more" if len(details) > 5 else ""
-                out.append(RejectedRow(m.received_at, m.topic, m.device_id, m.payload, Reason.CONFLICTING_DUPLICATE,
-                                       "a different value is already stored: " + "; ".join(details[:5]) + more,
-                                       m.size, m.digest))
+                out.append(record(m, Reason.CONFLICTING_DUPLICATE,
+                                  "a different value is already stored: " + "; ".join(details[:5]) + more))
         return out
 
 

@@ -46,8 +46,9 @@ class Batch:
     rejected: list[RejectedRow] = field(default_factory=list)
     statuses: list[StatusChange] = field(default_factory=list)
     #: The messages whose readings the batch carries (Reading.msg indexes them), with reason and detail
-    #: empty: what the store records if a reading turns out to be refused when the batch is written (its
-    #: device retired or deleted, or a different value already stored under its key).
+    #: empty and their payload whole: what the store records (cut, with its digest) if a reading turns out
+    #: to be refused when the batch is written (its device retired or deleted, or a different value already
+    #: stored under its key).
     messages: list[RejectedRow] = field(default_factory=list)
     #: (digest, delivery time) of the messages whose readings took their delivery time: a redelivered copy
     #: finds its first delivery's time here (services/store/ingest.py, receipts).

@@ -52,7 +52,7 @@ def test_every_message_is_accounted_for_through_outage_sigkill_and_broker_restar
             pub.readings(devices[0], p)
         cluster.stop("immediate")  # a database outage mid-stream
         send(timed[100:200] + timeless[50:100])
-        time.sleep(2)
+        time.sleep(2)  # the outage lasts a little longer than those messages take to arrive
         cluster.start()
         send(timed[200:300] + timeless[100:150])
         ing.kill()  # SIGKILL, whatever it held

@@ -15,16 +15,18 @@ pytestmark = pytest.mark.slow
 T0 = time.time() - 3600  # all stream readings fall within the last hour
 
 
-def stream(port: int, devices: list[str], n: int, rate: float | None = None, tag: str = "") -> threading.Thread:
-    """Publish ``n`` messages round-robin over ``devices`` (2 readings each, unique times) at QoS 1,
-    in a thread; every publish is confirmed by the broker before the thread ends."""
+def stream(port: int, devices: list[str], n: int, rate: float | None = None, timeless: bool = False) -> threading.Thread:
+    """Publish ``n`` messages round-robin over ``devices`` (2 readings each, unique times; ``timeless``:
+    no time, each payload unique) at QoS 1, in a thread; every publish is confirmed by the broker before the
+    thread ends."""
     def run():
         pub = Publisher(port)
         infos = []
         for i in range(n):
             d = devices[i % len(devices)]
-            t = T0 + i * 0.001
-            infos.append(pub.readings(d, {"time": t, "readings": {"pm25": 10 + i % 50, "no2": 20}}, wait=False))
+            doc = {"readings": {"pm25": i / 10, "no2": 20}} if timeless else \
+                {"time": T0 + i * 0.001, "readings": {"pm25": 10 + i % 50, "no2": 20}}
+            infos.append(pub.readings(d, doc, wait=False))
             if rate:
                 time.sleep(1 / rate)
         for info in infos:
@@ -108,12 +110,15 @@ def test_database_restart_mid_stream_loses_nothing(workdir, own_pg, own_broker):
         ing.stop()
 
 
-def test_sigkill_mid_stream_then_restart_loses_nothing_and_stores_nothing_twice(workdir, dsn, own_broker):
+@pytest.mark.parametrize("timeless", [False, True], ids=["device-time", "no-device-time"])
+def test_sigkill_mid_stream_then_restart_loses_nothing_and_stores_nothing_twice(workdir, dsn, own_broker, timeless):
+    """Readings without a device time take their delivery time; a copy redelivered after the SIGKILL takes
+    its first delivery's time (found by the message's receipt), so it is not stored a second time either."""
     devices = fleet(dsn)
     client_id = unique("ingest")
     ing = start_ingestor(workdir, dsn, own_broker.port, CITYSENSE_INGEST_CLIENT_ID=client_id)
     n = 4000
-    th = stream(own_broker.port, devices, n)
+    th = stream(own_broker.port, devices, n, timeless=timeless)
     wait_until(lambda: stored(dsn, devices) > 500, what="some readings")
     ing.kill()
     th.join(60)
@@ -220,42 +225,6 @@ def test_batches_are_not_capped_by_the_brokers_default_inflight_window(workdir, 
         small = metric_value(ing.metrics_port, "citysense_ingest_batch_messages_bucket", 'le="50.0"')
         assert batches < 2000 / 20  # far fewer batches than 20-message windows would need
         assert small < batches  # some batch held more than 50 messages
-    finally:
-        ing.stop()
-
-
-def stream_timeless(port: int, devices: list[str], n: int) -> threading.Thread:
-    """Like stream(), with readings that carry no time (each message's payload unique)."""
-    def run():
-        pub = Publisher(port)
-        infos = [pub.readings(devices[i % len(devices)], {"readings": {"pm25": i / 10, "no2": 20}}, wait=False)
-                 for i in range(n)]
-        for info in infos:
-            info.wait_for_publish(60)
-        pub.close()
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
-    return th
-
-
-def test_sigkill_with_timeless_readings_stores_each_once(workdir, dsn, own_broker):
-    """Readings without a device time take their delivery time; a copy redelivered after the SIGKILL takes
-    its first delivery's time (found by the message's receipt), so it is not stored a second time."""
-    devices = fleet(dsn)
-    client_id = unique("ingest")
-    ing = start_ingestor(workdir, dsn, own_broker.port, CITYSENSE_INGEST_CLIENT_ID=client_id)
-    n = 4000
-    th = stream_timeless(own_broker.port, devices, n)
-    wait_until(lambda: stored(dsn, devices) > 500, what="some readings")
-    ing.kill()
-    th.join(60)
-    assert stored(dsn, devices) < 2 * n
-    ing = start_ingestor(workdir, dsn, own_broker.port, name=client_id + "-2", CITYSENSE_INGEST_CLIENT_ID=client_id)
-    try:
-        wait_until(lambda: stored(dsn, devices) == 2 * n, timeout=60, what=f"{2 * n} readings")
-        time.sleep(1)
-        assert stored(dsn, devices) == 2 * n
-        assert rollup_total(dsn, devices) == 2 * n
     finally:
         ing.stop()
 
