@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from services.core.catalogue import device_topic as topic
-from simulators.faults import FAULTS, WHOLE_MESSAGE, FaultRates, Message, encode, spoil
+from simulators.faults import BROKER_REFUSED, FAULTS, WHOLE_MESSAGE, FaultRates, Message, encode, spoil
 from simulators.fleet import SimDevice
 from simulators.signals import readings_for
 
@@ -61,13 +61,13 @@ def message(device: SimDevice, t: float, seq: int, seed: int, faults: FaultRates
         device_time -= 40 * 86400
     elif fault == "future":
         device_time += 86400
-    elif fault == "unregistered":
-        device_id = f"ghost-{device.device_id}"
+    elif fault == "impersonation":
+        device_id = f"ghost-{device.device_id}"  # another device's topic: the broker refuses it
     elif fault == "duplicate":
         copies = 2
     elif fault in FAULTS and fault not in WHOLE_MESSAGE:
         values, stored = spoil(fault, readings)
-    if fault is not None:
+    if fault is not None and fault not in BROKER_REFUSED:
         rejected = FAULTS[fault]
     if fault in WHOLE_MESSAGE:
         stored = []
@@ -76,7 +76,8 @@ def message(device: SimDevice, t: float, seq: int, seed: int, faults: FaultRates
         body = body[:-1]
     elif fault == "oversized":
         body = body + b" " * 70_000  # valid JSON, padded past the ingestor's 64 KiB limit
-    return Message(topic(device_id), body, device_id, fault, stored, rejected, ctype, copies)
+    return Message(topic(device_id), body, device_id, fault, stored, rejected, ctype, copies,
+                   refused=fault in BROKER_REFUSED)
 
 
 def backlog(device: SimDevice, times: list[float], seed: int) -> Message:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from simulators.signals import unit_noise
 
-#: fault → the rejection reason it must produce (None: nothing is rejected).
+#: fault → the rejection reason it must produce (None: nothing is rejected). An impersonation (a device
+#: publishing on another device's topic) never reaches the ingestor: the broker refuses it (MQTT 5
+#: reason code 0x87, Not authorized), which the simulator counts.
 FAULTS: dict[str, str | None] = {
     "malformed_json": "malformed_json",
     "wrong_type": "wrong_type",
@@ -23,11 +25,13 @@ FAULTS: dict[str, str | None] = {
     "duplicate": None,
     "late": "time_too_old",
     "future": "time_in_future",
-    "unregistered": "unknown_device",
+    "impersonation": "not_authorized",
     "oversized": "too_large",
 }
 #: Whole-message faults reject every reading of the message; the others spoil one reading only.
-WHOLE_MESSAGE = {"malformed_json", "late", "future", "unregistered", "oversized"}
+WHOLE_MESSAGE = {"malformed_json", "late", "future", "impersonation", "oversized"}
+#: Faults the broker refuses (their FAULTS value is the broker's reason, not a rejection reason).
+BROKER_REFUSED = {"impersonation"}
 #: Far beyond any metric's plausible range in the catalogue (the largest is 10,000): always out_of_range,
 #: without a copy of the catalogue's ranges here.
 IMPLAUSIBLE = 1e9
@@ -63,6 +67,7 @@ class Message:
     content_type: str | None = None
     copies: int = 1  # a duplicate is sent twice
     backlog: bool = False  # readings buffered during an outage
+    refused: bool = False  # the broker must refuse it (not authorized)
 
 
 def spoil(fault: str, readings: dict[str, float]) -> tuple[dict[str, object], list[str]]:

@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+from services.broker.connect import Endpoint
 from services.core.catalogue import device_topic
 from services.core.settings import Settings
 from simulators.devices import backlog, message
@@ -16,7 +17,7 @@ from simulators.faults import FaultRates
 from simulators.fleet import SimDevice, load_fleet
 from simulators.publisher import Fleet
 from simulators.record import Recorder, fleet_path, stop_event
-from simulators.registration import register_fleet
+from simulators.registration import credentials_path, load_credentials, register_fleet
 from simulators.signals import unit_noise
 
 log = logging.getLogger("citysense.simulate")
@@ -36,10 +37,12 @@ def run(settings: Settings, duration_s: float | None = None, register: bool = Tr
     stop = stop or stop_event()
     recorder = Recorder(record)
     if register:
-        new = register_fleet(settings.dsn, fleet, min_interval_s=interval)
+        new, creds = register_fleet(settings, fleet, min_interval_s=interval)
         log.info("fleet of %d devices (%d newly registered)", len(fleet), new)
+    else:
+        creds = load_credentials(credentials_path(settings))
     active = [d for d in fleet if not faults.is_silent(seed, d.device_id)]
-    links = Fleet(settings.mqtt_host, settings.mqtt_port_from_url)
+    links = Fleet(Endpoint.of(settings), creds)
     for d in active:
         links.connect(links.add(d.device_id))
     log.info("%d devices connected (%d silent)", len(active), len(fleet) - len(active))
@@ -97,10 +100,10 @@ def run(settings: Settings, duration_s: float | None = None, register: bool = Tr
         if link.online:
             link.client.publish(device_topic(link.device_id, "status"), "offline", qos=1, retain=True)
     links.close()
-    recorder.close()
+    recorder.close(refused_by_broker=links.refused)
     elapsed = max(1e-9, time.time() - start)
-    log.info("simulator stopped: %d messages in %.0f s (%.1f/s); faults %s; all acknowledged: %s",
-             recorder.sent, elapsed, recorder.sent / elapsed, recorder.by_fault, ok)
+    log.info("simulator stopped: %d messages in %.0f s (%.1f/s); faults %s; refused by the broker %d; all acknowledged: %s",
+             recorder.sent, elapsed, recorder.sent / elapsed, recorder.by_fault, links.refused, ok)
     return 0 if ok else 1
 
 

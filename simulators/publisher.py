@@ -1,6 +1,7 @@
 """Many simulated devices, each with its own MQTT 5 connection, driven from one thread.
 
-Each device connects with its own client id and a last will on its status topic (``offline``,
+Each device connects with its own account (user name and client id = its device id, the password the
+API issued at registration; see simulators/registration.py) and a last will on its status topic (``offline``,
 retained), announces ``online`` (retained), and publishes its readings at QoS 1. An outage closes the
 connection with MQTT 5's "disconnect with will message" (so the broker publishes the will, as it does
 when a device loses power), and the device buffers readings until it reconnects.
@@ -16,11 +17,11 @@ import selectors
 import time
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from services.broker.connect import Endpoint, client, connect
 from simulators.devices import topic
 from simulators.faults import Message
 
@@ -30,10 +31,11 @@ log = logging.getLogger("citysense.simulate")
 class DeviceLink:
     """One device's MQTT connection."""
 
-    def __init__(self, device_id: str, host: str, port: int):
-        self.device_id, self.host, self.port = device_id, host, port
-        c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"dev-{device_id}",
-                        protocol=mqtt.MQTTv5)
+    def __init__(self, device_id: str, endpoint: Endpoint, password: str | None, on_refused=None):
+        self.device_id, self.endpoint = device_id, endpoint
+        c = client(endpoint, device_id, device_id, password)
+        c.on_publish = self._on_publish
+        self._on_refused = on_refused
         c.will_set(topic(device_id, "status"), "offline", qos=1, retain=True)
         c.max_inflight_messages_set(100)
         c.max_queued_messages_set(10_000)
@@ -41,8 +43,12 @@ class DeviceLink:
         self.online = False
         self.pending: list[mqtt.MQTTMessageInfo] = []
 
+    def _on_publish(self, c, userdata, mid, reason_code, properties) -> None:
+        if reason_code.is_failure and self._on_refused is not None:  # 0x87: not this device's topic
+            self._on_refused(self.device_id, reason_code)
+
     def connect(self) -> None:
-        self.client.connect(self.host, self.port, keepalive=60, clean_start=True)
+        connect(self.client, self.endpoint, keepalive=60, clean_start=True)
         self.online = True
         self.client.publish(topic(self.device_id, "status"), "online", qos=1, retain=True)
 
@@ -63,14 +69,19 @@ class DeviceLink:
 class Fleet:
     """The links of many devices and the selector loop that moves their bytes."""
 
-    def __init__(self, host: str, port: int):
-        self.host, self.port = host, port
+    def __init__(self, endpoint: Endpoint, credentials: dict[str, str]):
+        self.endpoint, self.credentials = endpoint, credentials
         self.links: dict[str, DeviceLink] = {}
         self.selector = selectors.DefaultSelector()
         self._last_misc = 0.0
+        self.refused = 0  # publishes the broker refused (MQTT 5 reason code ≥ 0x80)
+
+    def _refused(self, device_id: str, reason) -> None:
+        self.refused += 1
+        log.debug("the broker refused a message of %s: %s", device_id, reason)
 
     def add(self, device_id: str) -> DeviceLink:
-        link = DeviceLink(device_id, self.host, self.port)
+        link = DeviceLink(device_id, self.endpoint, self.credentials.get(device_id), self._refused)
         self.links[device_id] = link
         return link
 
@@ -82,7 +93,7 @@ class Fleet:
             except OSError:
                 time.sleep(min(2.0, 0.1 * 2 ** attempt))
         else:
-            raise ConnectionError(f"{link.device_id}: the broker at {self.host}:{self.port} does not answer")
+            raise ConnectionError(f"{link.device_id}: the broker at {self.endpoint.url} does not answer")
         self.selector.register(link.client.socket(), selectors.EVENT_READ, link)
 
     def disconnect(self, link: DeviceLink, with_will: bool = True) -> None:

@@ -38,10 +38,14 @@ class Recorder:
         if self._f:
             self._f.write(json.dumps({"t": round(t, 3), "topic": msg.topic, "device_id": msg.device_id,
                                       "fault": msg.fault, "stored": msg.stored, "rejected": msg.rejected,
-                                      "copies": msg.copies, "backlog": msg.backlog, "bytes": len(msg.payload)}) + "\n")
+                                      "copies": msg.copies, "backlog": msg.backlog, "bytes": len(msg.payload),
+                                      "refused": msg.refused}) + "\n")
 
-    def close(self) -> None:
+    def close(self, refused_by_broker: int | None = None) -> None:
+        """``refused_by_broker``: publishes the broker answered with Not authorized (a last summary line)."""
         if self._f:
+            if refused_by_broker is not None:
+                self._f.write(json.dumps({"summary": {"refused_by_broker": refused_by_broker}}) + "\n")
             self._f.close()
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from services.store.migrate import migrate
 from services.launcher.stack import MosquittoBroker, PostgresCluster, free_port, owned_dir, wait_for_port
-from tests.helpers import REPO, Publisher, Service, service_env, wait_until
+from services.broker.tls import LocalCA
+from tests.helpers import REPO, Publisher, Service, close_links, service_env, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -39,8 +40,15 @@ def make_cluster(workdir: Path, name: str) -> PostgresCluster:
     return cluster
 
 
-def make_broker(workdir: Path, name: str) -> MosquittoBroker:
-    broker = MosquittoBroker(owned_dir(workdir, name, "mosquitto"), free_port())
+def local_ca(workdir: Path) -> LocalCA:
+    return LocalCA(workdir / "tls").ensure()
+
+
+def make_broker(workdir: Path, name: str, **kw) -> MosquittoBroker:
+    """A broker as `citysense up` runs it: accounts required (dynamic security), a plain listener on
+    loopback and a TLS one, both on free ports."""
+    broker = MosquittoBroker(owned_dir(workdir, name, "mosquitto"), free_port(), tls_port=free_port(),
+                             ca=local_ca(workdir), **kw)
     broker.start()
     return broker
 
@@ -61,13 +69,14 @@ def dsn(pg) -> str:
 def broker(workdir):
     b = make_broker(workdir, "mosquitto")
     yield b
+    close_links()
     b.stop()
 
 
 @pytest.fixture(scope="session")
 def ingestor(workdir, dsn, broker):
     """The session's ingestor: every test that publishes to the session broker is served by it."""
-    env = service_env(dsn, broker.port)
+    env = service_env(dsn, broker)
     svc = Service("ingest", env, workdir / "ingest.log").start()
     svc.metrics_port = int(env["CITYSENSE_INGEST_METRICS_PORT"])
     wait_for_port("127.0.0.1", svc.metrics_port, 30)
@@ -77,7 +86,7 @@ def ingestor(workdir, dsn, broker):
 
 @pytest.fixture(scope="session")
 def api(workdir, dsn, broker):
-    env = service_env(dsn, broker.port)
+    env = service_env(dsn, broker)
     svc = Service("api", env, workdir / "api.log").start()
     base = f"http://127.0.0.1:{env['CITYSENSE_API_PORT']}"
     wait_until(lambda: _ok(base + "/healthz"), 30, what="the API")
@@ -107,7 +116,7 @@ def admin(api):
 
 @pytest.fixture
 def publisher(broker):
-    p = Publisher(broker.port)
+    p = Publisher(broker)
     yield p
     p.close()
 
@@ -125,6 +134,6 @@ def admin_module(api):
 
 @pytest.fixture(scope="module")
 def publisher_module(broker):
-    p = Publisher(broker.port)
+    p = Publisher(broker)
     yield p
     p.close()

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -14,10 +15,10 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from services.broker.connect import client, connect
 from services.launcher.stack import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,16 +39,76 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-class Publisher:
-    """A real MQTT 5 client that publishes at QoS 1 and waits for the broker's PUBACKs."""
+#: Devices the tests registered (they publish with their own accounts; see Publisher).
+REGISTERED: set[str] = set()
+_links: dict[tuple[str, str], mqtt.Client] = {}  # (broker directory, account) → connection
+_passwords: dict[tuple[str, str], str] = {}
+_lock = threading.Lock()
+BRIDGE = "test-bridge"
 
-    def __init__(self, port: int, client_id: str | None = None):
-        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                                  client_id=client_id or unique("pub"), protocol=mqtt.MQTTv5)
-        self.client.max_inflight_messages_set(500)
-        self.client.max_queued_messages_set(0)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
+
+def device_password(broker, device_id: str) -> str:
+    """The password of ``device_id``'s account on ``broker`` (made there through the admin account on first use)."""
+    key = (str(broker.data_dir), device_id)
+    with _lock:
+        if key not in _passwords:
+            _passwords[key] = broker.control().add_device(device_id)
+        return _passwords[key]
+
+
+def device_client(broker, device_id: str, password: str, client_id: str | None = None, tls: bool = False,
+                  inflight: int = 500, **kw) -> mqtt.Client:
+    """A connected MQTT 5 client with this account (client id: the device id unless given)."""
+    endpoint = broker.endpoint(tls)
+    c = client(endpoint, client_id or device_id, device_id, password, **kw)
+    c.max_inflight_messages_set(inflight)
+    c.max_queued_messages_set(0)
+    c.reconnect_delay_set(0.1, 1)  # back quickly after a broker restart
+    connect(c, endpoint)
+    c.loop_start()
+    return c
+
+
+def _link(broker, topic: str) -> mqtt.Client:
+    """One connection per (broker, account), shared by every Publisher: a registered device's own account,
+    or, for a topic of no registered device (a hostile or unknown one), the broker's bridge account."""
+    parts = topic.split("/")
+    device = parts[3] if topic.startswith("city/v1/devices/") and len(parts) == 5 else None
+    if device in REGISTERED:
+        account, password = device, device_password(broker, device)
+    else:
+        account = BRIDGE
+        with _lock:
+            key = (str(broker.data_dir), BRIDGE)
+            if key not in _passwords:
+                broker.control().add_bridge(BRIDGE, "bridge-password-0123456789")
+                _passwords[key] = "bridge-password-0123456789"
+        password = _passwords[key]
+    key = (str(broker.data_dir), account)
+    with _lock:
+        c = _links.get(key)
+        if c is None:
+            c = device_client(broker, account, password)
+            _links[key] = c
+    if not c.is_connected():  # the broker restarted: paho reconnects by itself
+        wait_until(c.is_connected, 20, what=f"{account} reconnected to the broker")
+    return c
+
+
+def close_links() -> None:
+    with _lock:
+        for c in _links.values():
+            c.disconnect()
+            c.loop_stop()
+        _links.clear()
+
+
+class Publisher:
+    """Publishes at QoS 1 and waits for the broker's PUBACKs, each message through the account of the device
+    its topic names (registered by the tests), or the bridge account for other topics."""
+
+    def __init__(self, broker):
+        self.broker = broker
 
     def publish(self, topic: str, payload, qos: int = 1, content_type: str | None = None, retain: bool = False,
                 wait: bool = True):
@@ -57,7 +118,7 @@ class Publisher:
         if content_type:
             props = Properties(PacketTypes.PUBLISH)
             props.ContentType = content_type
-        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        info = _link(self.broker, topic).publish(topic, payload, qos=qos, retain=retain, properties=props)
         if wait:
             info.wait_for_publish(10)
         return info
@@ -66,8 +127,7 @@ class Publisher:
         return self.publish(f"city/v1/devices/{device_id}/readings", doc, **kw)
 
     def close(self):
-        self.client.disconnect()
-        self.client.loop_stop()
+        pass  # the connections are shared (close_links ends them)
 
 
 class Service:
@@ -106,11 +166,14 @@ class Service:
         return self.log_path.read_text(errors="replace")
 
 
-def service_env(dsn: str, mqtt_port: int, **extra) -> dict[str, str]:
+def service_env(dsn: str, broker, **extra) -> dict[str, str]:
+    """The environment of a service against this database and broker: an ingestor account of its own
+    (made on the broker), the admin account for the API."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
     env.update({
         "CITYSENSE_DATABASE_URL": dsn,
-        "CITYSENSE_MQTT_URL": f"mqtt://127.0.0.1:{mqtt_port}",
+        "CITYSENSE_MQTT_URL": f"mqtt://127.0.0.1:{broker.port}",
+        "CITYSENSE_MQTT_ADMIN_PASSWORD": broker.admin_password,
         "CITYSENSE_INGEST_METRICS_PORT": str(free_port()),
         "CITYSENSE_INGEST_CLIENT_ID": unique("ingest"),
         "CITYSENSE_INGEST_BATCH_AGE_MS": "50",
@@ -121,6 +184,7 @@ def service_env(dsn: str, mqtt_port: int, **extra) -> dict[str, str]:
         "CITYSENSE_ENVIRONMENT": "test",
     })
     env.update({(k if k.startswith("CITYSENSE_") else f"CITYSENSE_{k.upper()}"): str(v) for k, v in extra.items()})
+    env.setdefault("CITYSENSE_MQTT_PASSWORD", broker.add_ingestor(env["CITYSENSE_INGEST_CLIENT_ID"]))
     return env
 
 
@@ -137,12 +201,15 @@ def metric_value(port: int, name: str, labels: str = "") -> float:
 
 def register_device(dsn: str, device_id: str, kind: str = "air_quality", lat: float = 39.2904, lon: float = -76.6122,
                     interval_s: int = 60):
+    """Register a device in the database; it publishes with an account of its own on each broker a
+    Publisher reaches (the API's registration route, which makes both at once, has its own tests)."""
     from services.core.areas import baltimore
     from services.store.devices import Placed, register_many
 
     loc = baltimore().locate(lat, lon)
     register_many(dsn, [({"device_id": device_id, "kind": kind, "interval_s": interval_s, "metadata": {}},
                          Placed(lat, lon, loc.neighbourhood, loc.csa))])
+    REGISTERED.add(device_id)
 
 
 def count(dsn: str, sql: str, params=()) -> int:

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.openapi.utils import get_openapi
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 from starlette.responses import Response
 
 from services.api import problems
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.cache import AnswerCache
-from services.api.routes import aggregates, catalogue, devices, health, opendata, qol, readings, status
+from services.api.bounds import RequestBounds
+from services.api.routes import aggregates, audit, catalogue, devices, health, opendata, qol, readings, status
+from services.broker.connect import Endpoint
+from services.broker.dynsec import Control
 from services.core.areas import baltimore
 from services.core.settings import Settings
 from services.store.pool import async_pool
@@ -31,9 +37,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("admin routes are disabled: %s", problem)
         # open(wait=False): the API starts and answers /healthz with 503 while the database is away,
         # instead of crash-looping; connections are made as soon as it is back.
-        pool = async_pool(settings.dsn, "citysense-api", size=settings.api_pool_size)
+        pool = async_pool(settings.dsn, "citysense-api", size=settings.api_pool_size,
+                          statement_timeout_ms=settings.api_statement_timeout_ms, idle_in_transaction_ms=60_000)
         await pool.open(wait=False)
         app.state.pool = pool
+        # Downloads have their own small pool, so however many stall they never take the others' connections;
+        # the database ends one whose client stops reading (idle in transaction) or that runs too long.
+        export_pool = async_pool(settings.dsn, "citysense-export", size=settings.api_export_concurrency,
+                                 statement_timeout_ms=settings.api_export_statement_timeout_s * 1000,
+                                 idle_in_transaction_ms=settings.api_export_idle_s * 1000)
+        await export_pool.open(wait=False)
+        app.state.export_pool = export_pool
+        app.state.exports = asyncio.Semaphore(settings.api_export_concurrency)
+        password = settings.mqtt_admin_password.get_secret_value()
+        app.state.accounts = Control(Endpoint.of(settings), settings.mqtt_admin_username, password) if password else None
+        if app.state.accounts is None:
+            log.warning("CITYSENSE_MQTT_ADMIN_PASSWORD is not set: devices cannot be registered (no broker credentials)")
+        metrics_server = None
+        if settings.api_metrics_port:
+            metrics_server = serve_metrics(settings, metrics.registry)
         # Everything allocated at start-up (the app, routes, boundaries) is permanent: load the boundaries
         # now (not on the first request, inside the event loop) and keep it all out of the collector's
         # way, so each collection only walks what requests allocate.
@@ -43,6 +65,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
+            if app.state.accounts is not None:
+                app.state.accounts.close()
+            await export_pool.close()
             await pool.close()
 
     app = FastAPI(
@@ -53,16 +80,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.pool = None
+    app.state.accounts = None
     app.state.cache = AnswerCache(settings.api_cache_s)
     metrics = ApiMetrics(lambda: app.state.pool)
+    app.add_middleware(RequestBounds, settings=settings, pool_getter=lambda: app.state.pool)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     problems.install(app)
     app.include_router(health.router)
-    for module in (devices, readings, catalogue, aggregates, qol, status, opendata):
+    for module in (devices, readings, catalogue, aggregates, qol, status, opendata, audit):
         app.include_router(module.router, responses=problems.RESPONSES)
 
-    @app.get("/metrics", include_in_schema=False)
-    def prometheus_metrics():
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    if not settings.api_metrics_port:  # otherwise served on its own address only (serve_metrics)
+        @app.get("/metrics", include_in_schema=False)
+        def prometheus_metrics():
+            return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = problems.add_component(get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes))
+        return app.openapi_schema
+    app.openapi = openapi
     return app
+
+
+def serve_metrics(settings: Settings, registry):
+    """/metrics on its own address for scrapers only (a thread of this worker). With several workers,
+    worker i takes port + i: each is a scrape target, as each has its own counters."""
+    index = int(os.environ.get("CITYSENSE_API_WORKER_INDEX", "0"))
+    server, _ = start_http_server(settings.api_metrics_port + index, settings.api_metrics_host, registry=registry)
+    return server

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import psycopg
+from psycopg_pool import PoolTimeout
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field
 from fastapi.exceptions import RequestValidationError
@@ -14,12 +15,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 log = logging.getLogger("citysense.api")
 
 TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-          409: "Conflict", 413: "Payload too large", 422: "Invalid request", 500: "Internal server error",
-          503: "Service unavailable"}
+          409: "Conflict", 413: "Payload too large", 422: "Invalid request", 429: "Too many requests",
+          500: "Internal server error", 503: "Service unavailable"}
 
 
 class ProblemDocument(BaseModel):
     """RFC 9457 problem details."""
+
+    model_config = {"title": "Problem"}
 
     type: str = "about:blank"
     title: str
@@ -28,16 +31,28 @@ class ProblemDocument(BaseModel):
     errors: list[dict] | None = Field(None, description="For invalid requests: each problem and where it is.")
 
 
-def _doc(description: str) -> dict:
+#: One named component in the OpenAPI document, referenced by every error response, so client
+#: generators make one Problem type (an inline schema on each response is dropped by some).
+COMPONENT = "Problem"
+
+
+def doc(description: str) -> dict:
     return {"description": description,
-            "content": {"application/problem+json": {"schema": ProblemDocument.model_json_schema()}}}
+            "content": {"application/problem+json": {"schema": {"$ref": f"#/components/schemas/{COMPONENT}"}}}}
+
+
+def add_component(openapi: dict) -> dict:
+    openapi.setdefault("components", {}).setdefault("schemas", {})[COMPONENT] = ProblemDocument.model_json_schema()
+    return openapi
 
 
 #: Documented on every route: what a client may get back besides success.
 RESPONSES = {
-    400: _doc("Malformed request (an unreadable cursor, say)"),
-    404: _doc("No such device, metric, area or dataset"),
-    422: _doc("Invalid parameters or body: `errors` says which and why"),
+    400: doc("Malformed request (an unreadable cursor, say)"),
+    404: doc("No such device, metric, area or dataset"),
+    413: doc("Request body larger than CITYSENSE_API_MAX_BODY_BYTES"),
+    422: doc("Invalid parameters or body: `errors` says which and why"),
+    503: doc("The database or the broker is unavailable, or the query ran longer than its time limit: retry later"),
 }
 
 
@@ -76,6 +91,17 @@ def install(app: FastAPI) -> None:
         # Validation should have caught it; the database's refusal is still the client's input.
         log.warning("database refused a value on %s: %s", request.url.path, exc.diag.message_primary)
         return problem_response(422, f"a value in the request cannot be stored or compared: {exc.diag.message_primary}")
+
+    @app.exception_handler(psycopg.errors.QueryCanceled)
+    async def _timeout(request: Request, exc: psycopg.errors.QueryCanceled):
+        log.warning("a query of %s ran past its time limit and was cancelled", request.url.path)
+        return problem_response(503, "the question took longer than the server allows (CITYSENSE_API_STATEMENT_TIMEOUT_MS): "
+                                     "narrow it (a shorter range, one area) or try again later", {"Retry-After": "30"})
+
+    @app.exception_handler(PoolTimeout)
+    async def _busy(request: Request, exc: PoolTimeout):
+        log.warning("no database connection for %s in time", request.url.path)
+        return problem_response(503, "the database is unavailable or busy: try again shortly", {"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception):

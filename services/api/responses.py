@@ -25,8 +25,9 @@ def dump(model: Any, value: Any) -> bytes:
     return adapter.dump_json(adapter.validate_python(value))
 
 
-def json_response(model: Any, value: Any, status_code: int = 200, media_type: str = "application/json") -> Response:
-    return Response(dump(model, value), status_code=status_code, media_type=media_type)
+def json_response(model: Any, value: Any, status_code: int = 200, media_type: str = "application/json",
+                  headers: dict[str, str] | None = None) -> Response:
+    return Response(dump(model, value), status_code=status_code, media_type=media_type, headers=headers)
 
 
 def rows_response(value: Any) -> Response:

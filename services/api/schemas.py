@@ -8,6 +8,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services.broker.dynsec import RESERVED_PREFIX
 from services.core.catalogue import DEVICE_ID_PATTERN, DEVICE_KINDS
 
 DeviceKind = Literal[DEVICE_KINDS]
@@ -43,6 +44,13 @@ class DeviceCreate(BaseModel):
 
     _metadata = field_validator("metadata")(lambda cls, v: check_metadata(v))
 
+    @field_validator("device_id")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v.lower().startswith(RESERVED_PREFIX):
+            raise ValueError(f"ids starting with {RESERVED_PREFIX!r} are citysense's own broker accounts")
+        return v
+
 
 class DevicePublic(BaseModel):
     device_id: str
@@ -58,6 +66,34 @@ class DevicePublic(BaseModel):
     status_at: datetime | None
     last_seen: datetime | None
     retired_at: datetime | None = Field(None, description="When the device was retired; its history stays published.")
+
+
+class MqttCredentials(BaseModel):
+    """A device's broker account. The password is shown once: only the broker keeps it, as a salted hash."""
+
+    username: str = Field(description="The device id.")
+    password: str = Field(description="Shown only in this answer; POST …/credentials issues new ones.")
+    client_id: str = Field(description="The only MQTT client id this account may connect with (the device id).")
+    topics: dict[str, str] = Field(description="The only topics it may publish to (readings, status); it may subscribe to none.")
+
+
+class DeviceRegistered(DevicePublic):
+    mqtt: MqttCredentials
+
+
+class DeviceCredentials(BaseModel):
+    device_id: str
+    mqtt: MqttCredentials
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: datetime
+    method: str
+    path: str
+    device_id: str | None
+    client: str | None = Field(description="The client's address (as forwarded by a trusted proxy).")
+    status: int = Field(description="The status the API answered.")
 
 
 class DevicePurged(BaseModel):

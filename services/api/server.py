@@ -31,8 +31,9 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(settings: Settings, sock: socket.socket) -> None:
+def _worker(settings: Settings, sock: socket.socket, index: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    os.environ["CITYSENSE_API_WORKER_INDEX"] = str(index)
     uvicorn.Server(_config(settings)).run(sockets=[sock])
 
 
@@ -50,7 +51,7 @@ def serve(settings: Settings) -> int:
         uvicorn.Server(_config(settings)).run(sockets=[sock])
         return 0
     ctx = multiprocessing.get_context("fork")
-    workers = [ctx.Process(target=_worker, args=(settings, sock), name=f"api-{i}") for i in range(settings.api_workers)]
+    workers = [ctx.Process(target=_worker, args=(settings, sock, i), name=f"api-{i}") for i in range(settings.api_workers)]
     for w in workers:
         w.start()
     log.info("API on http://%s:%d with %d workers", settings.api_host, settings.api_port, len(workers))

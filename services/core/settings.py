@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: The broker account with which the API manages device accounts (services/broker/dynsec.py).
+ADMIN_USERNAME = "citysense-admin"
 #: Tokens that must never protect a deployed API.
 WEAK_TOKENS = {"", "changeme", "change-me", "admin", "token", "secret", "password"}
 
@@ -25,9 +27,26 @@ class Settings(BaseSettings):
         SecretStr("postgresql://citysense@127.0.0.1:5433/citysense"),
         description="PostgreSQL (TimescaleDB) connection URL; its password is never logged.",
     )
-    mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="MQTT broker, `mqtt://host:port`.")
-    mqtt_username: str | None = Field(None, description="MQTT user name, if the broker requires one.")
-    mqtt_password: SecretStr | None = Field(None, description="MQTT password, if the broker requires one.")
+    mqtt_url: str = Field(
+        "mqtt://127.0.0.1:1883",
+        description="MQTT broker: `mqtts://host:port` (TLS, verified) or `mqtt://host:port` (plain, for a broker on this host).",
+    )
+    mqtt_ca_file: Path | None = Field(
+        None, description="CA certificate(s) that signed the broker's certificate (unset: the system's trusted CAs)."
+    )
+    mqtt_cert_file: Path | None = Field(None, description="Client certificate, for a broker that requires one.")
+    mqtt_key_file: Path | None = Field(None, description="Private key of the client certificate.")
+    mqtt_username: str | None = Field(
+        None, description="The ingestor's MQTT account (default: its client id, as the broker binds ingestor accounts)."
+    )
+    mqtt_password: SecretStr | None = Field(None, description="The ingestor's MQTT password.")
+    mqtt_admin_username: str = Field(
+        ADMIN_USERNAME, description="The broker account with which the API issues and revokes device credentials."
+    )
+    mqtt_admin_password: SecretStr = Field(
+        SecretStr(""),
+        description="Its password (unset: the API cannot issue device credentials, and device registration answers 503).",
+    )
 
     # --- API -----------------------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address the API listens on.")
@@ -71,6 +90,34 @@ class Settings(BaseSettings):
     contact_email: str = Field("opendata@baltimorecity.gov", description="Contact e-mail in data.json.")
     api_workers: int = Field(1, ge=1, le=64, description="API worker processes (each with its own pool and cache).")
     api_pool_size: int = Field(8, ge=1, le=200, description="Database connections in the API's pool.")
+    api_max_body_bytes: int = Field(
+        65536, ge=1024, le=1 << 26, description="Largest request body; a larger one is refused with 413 as it arrives."
+    )
+    api_statement_timeout_ms: int = Field(
+        10_000, ge=100, le=3_600_000,
+        description="Time limit of each API query (downloads excepted); beyond it the request answers 503.",
+    )
+    api_max_aggregate_cells: int = Field(
+        50_000, ge=10, le=10_000_000,
+        description="Most buckets × groups one aggregate request may ask for (422 beyond, with how to narrow it).",
+    )
+    api_export_concurrency: int = Field(
+        2, ge=1, le=64, description="Downloads served at once by a worker (its own pool); more answer 503 with Retry-After."
+    )
+    api_export_statement_timeout_s: int = Field(
+        600, ge=1, le=86_400, description="Longest a dataset download may run before the database ends it."
+    )
+    api_export_idle_s: int = Field(
+        60, ge=1, le=3600,
+        description="A download whose client reads nothing for this long is ended (idle_in_transaction_session_timeout), "
+                    "so a stalled client holds no snapshot or lock.",
+    )
+    api_metrics_host: str = Field("127.0.0.1", description="Address of the API's separate metrics endpoint.")
+    api_metrics_port: int = Field(
+        0, ge=0, le=65535,
+        description="When set, /metrics is served on this port only (worker i of CITYSENSE_API_WORKERS on port + i), "
+                    "not on the API's address.",
+    )
 
     # --- ingestor ------------------------------------------------------------------------------
     ingest_client_id: str | None = Field(
@@ -137,12 +184,21 @@ class Settings(BaseSettings):
     home: Path = Field(Path(".citysense"), description="Where `citysense up` keeps its database, broker data and secrets.")
     pg_port: int = Field(5433, ge=1, le=65535, description="Port of the local PostgreSQL cluster started by `up`.")
     pg_bin: Path | None = Field(None, description="PostgreSQL server binaries (default: the newest installed).")
-    mqtt_port: int = Field(1883, ge=1, le=65535, description="Port of the local Mosquitto broker started by `up`.")
+    mqtt_port: int = Field(
+        1883, ge=0, le=65535, description="Plain MQTT port of the broker started by `up`, on 127.0.0.1 (0: TLS only)."
+    )
+    mqtt_tls_port: int = Field(8883, ge=1, le=65535, description="MQTT over TLS port of the broker started by `up`.")
 
     # --- simulator -----------------------------------------------------------------------------
     sim_devices: int = Field(120, ge=1, le=100_000, description="Devices in the simulated fleet.")
     sim_interval_s: float = Field(10.0, gt=0, description="Seconds between two readings of one simulated device.")
     sim_seed: int = Field(1, description="Seed of the simulated fleet and its signals.")
+    sim_api_url: str = Field(
+        "http://127.0.0.1:8000", description="The API the simulator registers its devices through (with the admin token)."
+    )
+    sim_credentials_file: Path | None = Field(
+        None, description="Where the simulator keeps its devices' MQTT passwords (default: `<CITYSENSE_HOME>/sim-credentials.json`)."
+    )
     sim_fleet_file: Path | None = Field(
         None, description="A fleet definition (JSON, see `citysense simulate --write-fleet`) to run instead of the one shipped with citysense."
     )
@@ -151,8 +207,8 @@ class Settings(BaseSettings):
     @classmethod
     def _mqtt_url(cls, v: str) -> str:
         parts = urlsplit(v)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ValueError("must look like mqtt://host:port")
+        if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not parts.hostname:
+            raise ValueError("must look like mqtts://host:port or mqtt://host:port")
         try:
             parts.port
         except ValueError as exc:
@@ -177,12 +233,11 @@ class Settings(BaseSettings):
         return v
 
     @property
-    def mqtt_host(self) -> str:
-        return urlsplit(self.mqtt_url).hostname or "127.0.0.1"
-
-    @property
-    def mqtt_port_from_url(self) -> int:
-        return urlsplit(self.mqtt_url).port or 1883
+    def mqtt_account(self) -> tuple[str | None, str | None]:
+        """The ingestor's (user name, password); no account when no password is set."""
+        if self.mqtt_password is None:
+            return (self.mqtt_username, None) if self.mqtt_username else (None, None)
+        return self.mqtt_username or self.client_id, self.mqtt_password.get_secret_value()
 
     @property
     def client_id(self) -> str:

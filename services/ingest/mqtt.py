@@ -18,11 +18,11 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from services.broker.connect import Endpoint, client, connect
 from services.core.catalogue import device_topic
 from services.core.settings import Settings
 from services.ingest.metrics import IngestMetrics
@@ -50,17 +50,8 @@ class Subscriber:
         self._now = now  # receipt time (corrected for this host's clock offset)
         self._metrics = metrics
         self.connected = False
-        c = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
-        if settings.mqtt_username:
-            c.username_pw_set(
-                settings.mqtt_username,
-                settings.mqtt_password.get_secret_value() if settings.mqtt_password else None,
-            )
+        self._endpoint = Endpoint.of(settings)
+        c = client(self._endpoint, settings.client_id, *settings.mqtt_account, manual_ack=True)
         c.reconnect_delay_set(min_delay=1, max_delay=15)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -90,8 +81,14 @@ class Subscriber:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self._settings.ingest_session_expiry_s
         props.ReceiveMaximum = self._settings.ingest_inflight
-        s = self._settings
-        self._client.connect_async(s.mqtt_host, s.mqtt_port_from_url, keepalive=30, clean_start=False, properties=props)
+        # A first connection now, so a broker whose certificate cannot be verified is a start-up error
+        # (BrokerUnverified) instead of a log of retries; a broker that is down is retried by paho.
+        try:
+            connect(self._client, self._endpoint, keepalive=30, clean_start=False, properties=props)
+        except OSError as exc:
+            log.warning("the broker at %s does not answer yet (%s); retrying", self._endpoint.url, exc)
+            self._client.connect_async(self._endpoint.host, self._endpoint.port, keepalive=30, clean_start=False,
+                                       properties=props)
         self._client.loop_start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -121,7 +118,8 @@ class Subscriber:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.warning("broker refused the connection: %s", reason_code)
+            log.error("the broker refused the connection (%s): check this ingestor's account (CITYSENSE_MQTT_USERNAME, "
+                      "default its client id %r, and CITYSENSE_MQTT_PASSWORD)", reason_code, self._settings.client_id)
             return
         self._connection += 1
         self._connected_at = time.monotonic()

@@ -17,6 +17,7 @@ from services.ingest import http
 from services.ingest.housekeeping import Clock, HousekeepingJob
 from services.ingest.inbox import Inbox
 from services.ingest.metrics import IngestMetrics
+from services.broker.connect import BrokerUnverified
 from services.ingest.mqtt import Subscriber
 from services.ingest.pipeline import Pipeline, PipelineConfig
 from services.ingest.translate import Limits
@@ -85,7 +86,14 @@ def run(settings: Settings) -> int:
         housekeeping.check_clock()
     except TransientError as exc:
         log.warning("could not compare clocks with the database yet: %s", exc)
-    subscriber.start()
+    try:
+        subscriber.start()
+    except BrokerUnverified as exc:
+        log.error("%s", exc)
+        store.close()
+        if server is not None:
+            server.shutdown()
+        return 2
     worker.start()
     housekeeping.start()
     log.info("ingesting from %s as client %r", settings.mqtt_url, settings.client_id)

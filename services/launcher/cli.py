@@ -1,4 +1,4 @@
-"""The ``citysense`` command: ``up``, ``migrate``, ``ingest``, ``api``, ``simulate``, ``settings``.
+"""The ``citysense`` command: ``up``, ``migrate``, ``ingest``, ``api``, ``simulate``, ``broker``, ``settings``.
 
 Each service command runs against whatever database and broker the ``CITYSENSE_*`` settings name,
 so operators can run them one by one; ``up`` starts the whole local stack around them.
@@ -75,7 +75,7 @@ def cmd_simulate(args) -> int:
     if args.load:
         if not args.rate:
             sys.exit("citysense simulate --load needs --rate (messages per second)")
-        sim.load(s, args.rate, args.duration or 30, connections=args.connections, register=not args.no_register)
+        sim.load(s, args.rate, args.duration or 30, register=not args.no_register)
         return 0
     rates = {name: getattr(args, f"fault_{name}") for name in FAULTS}
     for name, value in rates.items():
@@ -95,6 +95,37 @@ def cmd_up(args) -> int:
     if args.devices is not None:
         overrides["sim_devices"] = args.devices
     return up(_settings(**overrides), simulator=not args.no_simulator)
+
+
+def cmd_broker(args) -> int:
+    """Accounts on a broker run with Mosquitto's dynamic security plugin (deploy/mosquitto/README.md)."""
+    from services.broker import dynsec
+    from services.broker.connect import BrokerUnverified, Endpoint
+
+    s = _settings()
+    admin = s.mqtt_admin_password.get_secret_value()
+    if not admin:
+        sys.exit("citysense broker: set CITYSENSE_MQTT_ADMIN_PASSWORD (the broker's admin account)")
+    if args.action == "init-config":
+        path = Path(args.name)
+        dynsec.write_config(path, s.mqtt_admin_username, admin)
+        log.info("wrote %s: citysense's roles and the admin account %r (the broker's plugin_opt_config_file)",
+                 path, s.mqtt_admin_username)
+        return 0
+    password = (s.mqtt_password.get_secret_value() if s.mqtt_password else None) or dynsec.new_password()
+    control = dynsec.Control(Endpoint.of(s), s.mqtt_admin_username, admin)
+    try:
+        (control.add_ingestor if args.action == "add-ingestor" else control.add_bridge)(args.name, password)
+    except (dynsec.BrokerUnavailable, dynsec.CommandFailed, BrokerUnverified) as exc:
+        log.error("%s", exc)
+        return 2
+    finally:
+        control.close()
+    if s.mqtt_password:
+        log.info("account %r made with the password in CITYSENSE_MQTT_PASSWORD", args.name)
+    else:  # shown once, on standard output only (not in the log)
+        print(f"CITYSENSE_MQTT_USERNAME={args.name}\nCITYSENSE_MQTT_PASSWORD={password}")
+    return 0
 
 
 def cmd_settings(args) -> int:
@@ -128,23 +159,30 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--outage-rate", type=float, default=0.0, help="outages per device per hour, each 2-10 min (last will, buffering, backlog on return)")
     sim.add_argument("--silent", type=float, default=0.0, help="share of devices that never report")
     sim.add_argument("--record", help="append one JSON line per message sent (and what must become of it) to this file")
-    from simulators.faults import FAULTS
+    from simulators.faults import BROKER_REFUSED, FAULTS
 
     for name, reason in FAULTS.items():
-        outcome = f"rejected as {reason}" if reason else "sent twice, stored once"
+        outcome = ("published on another device's topic: the broker refuses it" if name in BROKER_REFUSED
+                   else f"rejected as {reason}" if reason else "sent twice, stored once")
         sim.add_argument(f"--fault-{name.replace('_', '-')}", dest=f"fault_{name}", type=float, default=0.0,
                          metavar="SHARE", help=f"share of messages with this fault ({outcome})")
-    sim.add_argument("--load", action="store_true", help="load mode: --rate messages/s over shared connections for --duration s")
-    sim.add_argument("--connections", type=int, default=4, help="load mode: MQTT connections")
-    sim.add_argument("--replay", metavar="CSV", help="publish readings from a CSV file (time, device, metric, value)")
+    sim.add_argument("--load", action="store_true", help="load mode: --rate messages/s in all for --duration s")
+    sim.add_argument("--replay", metavar="CSV", help="publish readings from a CSV file (time, device, metric, value) "
+                     "through a bridge account (CITYSENSE_MQTT_USERNAME/PASSWORD; `citysense broker add-bridge`)")
     sim.add_argument("--speed", type=float, default=0.0, help="replay: times real time (0: as fast as possible)")
     sim.add_argument("--write-fleet", metavar="FILE", help="write a fleet definition for --devices and --seed to FILE "
                      "(edit it, then run it with CITYSENSE_SIM_FLEET_FILE=FILE)")
+    br = sub.add_parser("broker", help="manage the broker's citysense accounts (dynamic security plugin)")
+    br.add_argument("action", choices=["init-config", "add-ingestor", "add-bridge"],
+                    help="init-config FILE: write the plugin's file (roles, admin account) for a new broker; "
+                         "add-ingestor CLIENT_ID: an account for one ingestor; add-bridge NAME: an account that may "
+                         "publish for any device (a gateway, or `simulate --replay`)")
+    br.add_argument("name", help="the file, the ingestor's client id, or the bridge's name")
     sub.add_parser("settings", help="print the table of settings")
     args = p.parse_args(argv)
     logs.setup()
     handlers = {"up": cmd_up, "migrate": cmd_migrate, "ingest": cmd_ingest, "api": cmd_api,
-                "simulate": cmd_simulate, "settings": cmd_settings}
+                "simulate": cmd_simulate, "broker": cmd_broker, "settings": cmd_settings}
     return handlers[args.command](args)
 
 

@@ -18,10 +18,15 @@ import stat
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
+from services.broker import dynsec
+from services.broker.connect import Endpoint
+from services.broker.dynsec import Control, new_password
+from services.broker.tls import LocalCA
+from services.core.settings import ADMIN_USERNAME
 from services.store.migrate import bootstrap
 
 #: The repository's deploy/mosquitto/mosquitto.conf.template, installed in the package services.deploy.
@@ -237,43 +242,115 @@ class PostgresCluster:
         bootstrap(self.superuser_dsn, self.secret("PG_CITYSENSE_PASSWORD"))
 
 
+def dynsec_plugin() -> Path:
+    """Mosquitto's dynamic security plugin, as Debian's ``mosquitto`` installs it (multiarch path)."""
+    found = sorted(Path("/usr/lib").glob("*/mosquitto_dynamic_security.so")) + sorted(
+        Path("/usr/lib").glob("mosquitto_dynamic_security.so"))
+    if not found:
+        raise StackError("Mosquitto's dynamic security plugin is missing: install Debian's mosquitto 2.x "
+                         "(deploy/local/install.sh)")
+    return found[0]
+
+
 @dataclass
 class MosquittoBroker:
-    """A Mosquitto broker on 127.0.0.1:``port`` with its persistence in ``data_dir``."""
+    """A Mosquitto broker with its persistence in ``data_dir``: a plain listener on ``port`` (None: none)
+    and, with ``ca``, a TLS listener on ``tls_port`` (client certificates required with
+    ``require_certificate``). Accounts live in the dynamic security plugin: the admin account (which
+    manages the others), and ingestor accounts added with ``add_ingestor``, all with passwords from
+    ``passwords`` (kept by the caller: the local stack's secrets file, a test's memory)."""
 
     data_dir: Path
-    port: int
+    port: int | None
     bind: str = "127.0.0.1"
+    tls_port: int | None = None
+    ca: LocalCA | None = None
+    require_certificate: bool = False
+    admin_password: str = field(default_factory=new_password)
+    ingest_password: str = field(default_factory=new_password)
+    ingestors: tuple[str, ...] = ()
     process: subprocess.Popen | None = None
+    _control: Control | None = None
 
     @property
     def config_file(self) -> Path:
         return self.data_dir / "mosquitto.conf"
+
+    @property
+    def dynsec_file(self) -> Path:
+        return self.data_dir / "dynamic-security.json"
+
+    def endpoint(self, tls: bool | None = None) -> Endpoint:
+        """How a client reaches this broker (TLS when asked, or when there is no plain listener)."""
+        tls = self.port is None if tls is None else tls
+        if tls:
+            return Endpoint("127.0.0.1", self.tls_port, True, self.ca.ca_file)
+        return Endpoint("127.0.0.1", self.port)
+
+    def _listeners(self, tls_dir: Path) -> str:
+        out = []
+        if self.port is not None:
+            out.append(f"listener {self.port} {self.bind}")
+        if self.tls_port is not None:
+            out += [f"listener {self.tls_port} {self.bind}", f"cafile {tls_dir / 'ca.crt'}",
+                    f"certfile {tls_dir / 'server.crt'}", f"keyfile {tls_dir / 'server.key'}", "tls_version tlsv1.2",
+                    f"require_certificate {'true' if self.require_certificate else 'false'}"]
+        return "\n".join(out)
 
     def start(self, timeout: float = 15) -> None:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(exe).exists():
             raise StackError("mosquitto is not installed: run deploy/local/install.sh (or `make run`)")
         log_file = self.data_dir / "mosquitto.log"
+        # The broker reads its files after dropping to the mosquitto user: they live in its directory.
+        tls_dir = self.data_dir / "tls"
+        owned = [self.data_dir, log_file, self.config_file, self.dynsec_file]
+        if self.tls_port is not None:
+            tls_dir.mkdir(exist_ok=True)
+            for src in (self.ca.ca_file, self.ca.server_cert, self.ca.server_key):
+                shutil.copyfile(src, tls_dir / src.name)
+                owned.append(tls_dir / src.name)
+            owned.append(tls_dir)
+        dynsec.write_config(self.dynsec_file, ADMIN_USERNAME, self.admin_password,
+                            {cid: self.ingest_password for cid in self.ingestors})
         text = MOSQUITTO_TEMPLATE.read_text().format(
-            port=self.port, bind=self.bind, data_dir=self.data_dir, log_dest=f"file {log_file}"
+            data_dir=self.data_dir, log_dest=f"file {log_file}", dynsec_plugin=dynsec_plugin(),
+            dynsec_file=self.dynsec_file, listeners=self._listeners(tls_dir),
         )
         self.config_file.write_text(text)
+        log_file.touch()
         if os.geteuid() == 0:
             m = pwd.getpwnam("mosquitto")
-            log_file.touch()
-            for p in (self.data_dir, log_file, self.config_file):
+            for p in owned:
                 os.chown(p, m.pw_uid, m.pw_gid)
         self.process = subprocess.Popen([exe, "-c", str(self.config_file)], stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         try:
-            wait_for_port(self.bind, self.port, timeout)
+            for port in (self.port, self.tls_port):
+                if port is not None:
+                    wait_for_port(self.bind, port, timeout)
         except StackError:
             self.process.kill()
             err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
             raise StackError(f"mosquitto did not start: {err.strip()} {log_file.read_text(errors='replace')[-1000:]}") from None
 
+    def control(self) -> Control:
+        """The admin account's connection (made once, kept)."""
+        if self._control is None:
+            self._control = Control(self.endpoint(), ADMIN_USERNAME, self.admin_password)
+        return self._control
+
+    def add_ingestor(self, client_id: str) -> str:
+        """An ingestor account for ``client_id`` (with the broker's ingestor password, returned)."""
+        if client_id not in self.ingestors:
+            self.control().add_ingestor(client_id, self.ingest_password)
+            self.ingestors = (*self.ingestors, client_id)
+        return self.ingest_password
+
     def stop(self, timeout: float = 10) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:

@@ -21,27 +21,34 @@ from pathlib import Path
 from services.store.migrate import migrate
 from services.store.readings import any_stored
 from services.core.settings import Settings, redact_url
+from services.broker.tls import LocalCA, TlsError
 from services.launcher.stack import MosquittoBroker, PostgresCluster, StackError, require_free_port, service_dir
+
+
+#: Settings that carry secrets: a child gets only those it needs, never the caller's copies.
+SECRET_VARIABLES = {"CITYSENSE_DATABASE_URL", "CITYSENSE_ADMIN_TOKEN", "CITYSENSE_MQTT_PASSWORD",
+                    "CITYSENSE_MQTT_ADMIN_PASSWORD"}
 
 
 def _say(msg: str) -> None:
     print(f"[citysense] {msg}", flush=True)
 
 
-def _admin_token(settings: Settings, secrets_file: Path) -> str:
-    token = settings.admin_token.get_secret_value()
-    if token:
-        return token
-    # Kept beside the database password, so a second run prints (and accepts) the same token.
+def _secret(secrets_file: Path, key: str) -> str:
+    """A secret kept in the local secrets file (made on first use), so every run uses the same one."""
     if secrets_file.exists():
         for line in secrets_file.read_text().splitlines():
-            if line.startswith("ADMIN_TOKEN="):
+            if line.startswith(f"{key}="):
                 return line.split("=", 1)[1].strip()
-    token = secrets.token_urlsafe(24)
+    value = secrets.token_urlsafe(24)
     with secrets_file.open("a") as f:
-        f.write(f"ADMIN_TOKEN={token}\n")
+        f.write(f"{key}={value}\n")
     os.chmod(secrets_file, 0o600)
-    return token
+    return value
+
+
+def _admin_token(settings: Settings, secrets_file: Path) -> str:
+    return settings.admin_token.get_secret_value() or _secret(secrets_file, "ADMIN_TOKEN")
 
 
 class Child:
@@ -86,7 +93,9 @@ def up(settings: Settings, simulator: bool = True) -> int:
             _say("stopping a PostgreSQL left running by an earlier run")
             cluster.stop()
         require_free_port("127.0.0.1", settings.pg_port, "PostgreSQL", "CITYSENSE_PG_PORT")
-        require_free_port("127.0.0.1", settings.mqtt_port, "the MQTT broker", "CITYSENSE_MQTT_PORT")
+        if settings.mqtt_port:
+            require_free_port("127.0.0.1", settings.mqtt_port, "the MQTT broker", "CITYSENSE_MQTT_PORT")
+        require_free_port("127.0.0.1", settings.mqtt_tls_port, "the MQTT broker (TLS)", "CITYSENSE_MQTT_TLS_PORT")
         require_free_port(settings.api_host, settings.api_port, "the API", "CITYSENSE_API_PORT")
         if settings.ingest_metrics_port:
             require_free_port(settings.ingest_metrics_host, settings.ingest_metrics_port, "the ingestor's metrics",
@@ -95,35 +104,45 @@ def up(settings: Settings, simulator: bool = True) -> int:
         _say(f"starting PostgreSQL {cluster.pg_bin.parts[-2]} with TimescaleDB on 127.0.0.1:{settings.pg_port}")
         cluster.init()
         cluster.start()
-        broker = MosquittoBroker(service_dir(home, "mosquitto", "mosquitto"), settings.mqtt_port)
-        _say(f"starting Mosquitto on 127.0.0.1:{settings.mqtt_port}")
+        ca = LocalCA(home / "tls").ensure()
+        ingest_id = settings.client_id
+        broker = MosquittoBroker(service_dir(home, "mosquitto", "mosquitto"), settings.mqtt_port or None,
+                                 tls_port=settings.mqtt_tls_port, ca=ca,
+                                 admin_password=_secret(secrets_file, "MQTT_ADMIN_PASSWORD"),
+                                 ingest_password=_secret(secrets_file, "MQTT_INGEST_PASSWORD"), ingestors=(ingest_id,))
+        _say(f"starting Mosquitto on 127.0.0.1:{settings.mqtt_tls_port} (TLS)"
+             + (f" and 127.0.0.1:{settings.mqtt_port}" if settings.mqtt_port else "") + ", accounts required")
         broker.start()
         applied = migrate(cluster.dsn)
         _say(f"migrations: {'applied ' + ', '.join(map(str, applied)) if applied else 'schema up to date'}")
 
         token = _admin_token(settings, secrets_file)
-        env = {
-            **os.environ,
-            "CITYSENSE_DATABASE_URL": cluster.dsn,
-            "CITYSENSE_MQTT_URL": f"mqtt://127.0.0.1:{settings.mqtt_port}",
-            "CITYSENSE_ADMIN_TOKEN": token,
-            "CITYSENSE_ENVIRONMENT": "development",
-            "CITYSENSE_SIM_DEVICES": str(settings.sim_devices),
-        }
+        api = f"http://{settings.api_host}:{settings.api_port}"
+        # Every service speaks TLS to the broker, verified against the local CA, each with its own account;
+        # and each gets only the secrets it needs (the simulator no database, the ingestor no admin token).
+        base = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
+        base.update({"CITYSENSE_MQTT_URL": f"mqtts://127.0.0.1:{settings.mqtt_tls_port}",
+                     "CITYSENSE_MQTT_CA_FILE": str(ca.ca_file), "CITYSENSE_ENVIRONMENT": "development",
+                     "CITYSENSE_SIM_DEVICES": str(settings.sim_devices)})
+        ingest_env = {**base, "CITYSENSE_DATABASE_URL": cluster.dsn, "CITYSENSE_INGEST_CLIENT_ID": ingest_id,
+                      "CITYSENSE_MQTT_PASSWORD": broker.ingest_password}
+        api_env = {**base, "CITYSENSE_DATABASE_URL": cluster.dsn, "CITYSENSE_ADMIN_TOKEN": token,
+                   "CITYSENSE_MQTT_ADMIN_PASSWORD": broker.admin_password}
+        sim_env = {**base, "CITYSENSE_ADMIN_TOKEN": token, "CITYSENSE_SIM_API_URL": api,
+                   "CITYSENSE_SIM_CREDENTIALS_FILE": str(home / "sim-credentials.json")}
         cli = [sys.executable, "-m", "services.launcher.cli"]
-        children = [Child("ingestor", [*cli, "ingest"], env), Child("API", [*cli, "api"], env)]
+        children = [Child("ingestor", [*cli, "ingest"], ingest_env), Child("API", [*cli, "api"], api_env)]
         if simulator:
             # On a fresh database the fleet first backfills a day, so AQI (NowCast), noise (Lden) and
             # daily cycles have something to show from the first minute.
             empty = not any_stored(cluster.dsn)
-            children.append(Child("simulator", [*cli, "simulate", *(["--backfill-hours", "24"] if empty else [])], env))
+            children.append(Child("simulator", [*cli, "simulate", *(["--backfill-hours", "24"] if empty else [])], sim_env))
         for child in children:
             child.start()
         if simulator:  # a restarted simulator carries on live; the history is already there
             children[-1].args = [*cli, "simulate"]
         _record_pids(home / "run.pids", [broker.process.pid, *(c.proc.pid for c in children)])
 
-        api = f"http://{settings.api_host}:{settings.api_port}"
         _wait_for_api(api, stop)
         metrics_line = (f"http://{settings.ingest_metrics_host}:{settings.ingest_metrics_port}/metrics"
                         if settings.ingest_metrics_port else "off")
@@ -134,10 +153,11 @@ def up(settings: Settings, simulator: bool = True) -> int:
             f"  API docs       {api}/docs\n"
             f"  API metrics    {api}/metrics\n"
             f"  ingest metrics {metrics_line}\n"
-            f"  MQTT broker    mqtt://127.0.0.1:{settings.mqtt_port}   (topics city/v1/devices/<id>/readings|status)\n"
+            f"  MQTT broker    mqtts://127.0.0.1:{settings.mqtt_tls_port} (CA {ca.ca_file})"
+            + (f", mqtt://127.0.0.1:{settings.mqtt_port}" if settings.mqtt_port else "") + "\n"
+            "                 (an account per device: POST /v1/devices answers its credentials)\n"
             f"  database       {redact_url(cluster.dsn)}\n"
-            f"                 (password in {secrets_file})\n"
-            f"  admin token    {token}\n"
+            f"  admin token    ADMIN_TOKEN in {secrets_file} (with the other local secrets)\n"
             f"  fleet          {settings.sim_devices if simulator else 0} simulated devices\n"
             f"  data           {home}\n"
             "Ctrl-C stops everything.\n",
@@ -155,7 +175,7 @@ def up(settings: Settings, simulator: bool = True) -> int:
                     _record_pids(home / "run.pids", [broker.process.pid, *(c.proc.pid for c in children)])
         _say("stopping")
         return 0
-    except StackError as exc:
+    except (StackError, TlsError) as exc:
         _say(str(exc))
         return 2
     finally:

@@ -124,6 +124,20 @@ async def purge(conn, device_id: str, timezone: str) -> dict | None:
     return {"device_id": device_id, "readings_deleted": readings, "hourly_rollups_deleted": hourly}
 
 
+COUNT_IN_SCOPE = """
+SELECT count(*) FROM devices
+WHERE (%(kind)s::text IS NULL OR kind = %(kind)s)
+  AND (%(csa)s::text IS NULL OR csa = %(csa)s)
+  AND (%(neighbourhood)s::text IS NULL OR neighbourhood = %(neighbourhood)s)
+"""
+
+
+async def count_in_scope(conn, *, kind=None, csa=None, neighbourhood=None) -> int:
+    """Devices (retired included: their history is aggregated too) of a kind in an area."""
+    cur = await conn.execute(COUNT_IN_SCOPE, {"kind": kind, "csa": csa, "neighbourhood": neighbourhood})
+    return (await cur.fetchone())[0]
+
+
 async def page(conn, *, kind=None, csa=None, neighbourhood=None, status=None, include_retired=False,
                after: str | None = None, limit: int = 100) -> list[dict]:
     """Devices by id, ``limit`` of them after ``after``; retired ones only when asked."""

@@ -91,10 +91,14 @@ def test_aqi_without_enough_data_says_so(http, air):
 
 def test_heat_index(http, admin, publisher, dsn, ingestor):
     device_id = register(http, admin, "weather", "Medfield/Hampden/Woodberry/Remington", interval_s=300)
-    t = AT - timedelta(minutes=10)
+    t = AT - timedelta(minutes=40)  # before the hour that AT (xx:30) is taken to
     publisher.readings(device_id, {"time": t.timestamp(), "readings": {"temperature": 32.2222, "humidity": 50}})
     wait_until(lambda: stored(dsn, device_id) == 2)
     r = http.get("/v1/qol/heat-index", params={"device_id": device_id, "at": AT.isoformat()}).json()
+    # `at` is taken to the start of its hour, so any moment of that hour is one cached answer
+    assert datetime.fromisoformat(r["at"]) == AT.replace(minute=0)
+    assert http.get("/v1/qol/heat-index", params={"device_id": device_id,
+                                                  "at": (AT + timedelta(minutes=17, seconds=3)).isoformat()}).json() == r
     expected = heat.heat_index_f(90.0, 50)
     assert r["heat_index_f"] == pytest.approx(expected, abs=0.1) and round(r["heat_index_f"]) == 95
     assert r["heat_index_c"] == pytest.approx(heat.f_to_c(expected), abs=0.1)

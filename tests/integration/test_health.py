@@ -19,7 +19,7 @@ def _get(url: str):
 
 
 def _start_api(workdir, dsn, broker, **extra) -> tuple[Service, str]:
-    env = service_env(dsn, broker.port, **extra)
+    env = service_env(dsn, broker, **extra)
     svc = Service("api", env, workdir / f"api-{unique('h')}.log").start()
     base = f"http://127.0.0.1:{env['CITYSENSE_API_PORT']}"
     wait_until(lambda: (r := _get(base + "/livez")) is not None and r.status_code == 200, 30, what="the API's liveness")
@@ -63,7 +63,7 @@ def test_api_without_its_database_stays_live_and_says_why_it_is_not_ready(workdi
 
 
 def test_ingestor_serves_metrics_and_health_before_its_database_is_reachable(workdir, broker):
-    env = service_env(f"postgresql://citysense:x@127.0.0.1:{free_port()}/citysense", broker.port)
+    env = service_env(f"postgresql://citysense:x@127.0.0.1:{free_port()}/citysense", broker)
     svc = Service("ingest", env, workdir / f"ingest-{unique('h')}.log").start()
     base = f"http://127.0.0.1:{env['CITYSENSE_INGEST_METRICS_PORT']}"
     try:

@@ -40,8 +40,8 @@ def test_every_message_is_accounted_for_through_outage_sigkill_and_broker_restar
     hostile = [p for p in HOSTILE if _only_rejected(p)]
     assert len(hostile) >= 10
     client_id = unique("ingest")
-    ing = start_ingestor(workdir, dsn, broker.port, CITYSENSE_INGEST_CLIENT_ID=client_id, CITYSENSE_INGEST_RETRY_MAX_S=1)
-    pub = Publisher(broker.port)
+    ing = start_ingestor(workdir, dsn, broker, CITYSENSE_INGEST_CLIENT_ID=client_id, CITYSENSE_INGEST_RETRY_MAX_S=1)
+    pub = Publisher(broker)
     try:
         def send(messages):
             for device, doc in messages:
@@ -56,12 +56,12 @@ def test_every_message_is_accounted_for_through_outage_sigkill_and_broker_restar
         cluster.start()
         send(timed[200:300] + timeless[100:150])
         ing.kill()  # SIGKILL, whatever it held
-        ing = start_ingestor(workdir, dsn, broker.port, name=client_id + "-2", CITYSENSE_INGEST_CLIENT_ID=client_id,
+        ing = start_ingestor(workdir, dsn, broker, name=client_id + "-2", CITYSENSE_INGEST_CLIENT_ID=client_id,
                              CITYSENSE_INGEST_RETRY_MAX_S=1)
         pub.close()
         broker.stop()  # a broker restart: its persistent sessions and queue survive
         broker.start()
-        pub = Publisher(broker.port)
+        pub = Publisher(broker)
         send(timed[300:] + timeless[150:] + identical + conflicting)
         for p in hostile[5:]:
             pub.readings(devices[1], p)

@@ -33,8 +33,8 @@ def test_a_renamed_column_holds_every_message_until_it_is_back(workdir, stack):
     dsn = cluster.dsn
     device = unique("drift")
     register_device(dsn, device)
-    ing = start_ingestor(workdir, dsn, broker.port, CITYSENSE_INGEST_RETRY_MAX_S=1)
-    pub = Publisher(broker.port)
+    ing = start_ingestor(workdir, dsn, broker, CITYSENSE_INGEST_RETRY_MAX_S=1)
+    pub = Publisher(broker)
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:  # a rolling upgrade gone wrong: the rollup breaks
             conn.execute("ALTER TABLE readings_hourly RENAME COLUMN energy TO energy_x")
@@ -64,8 +64,8 @@ def test_a_constraint_every_message_violates_holds_them_and_one_only_it_violates
     dsn = cluster.dsn
     device = unique("chk")
     register_device(dsn, device)
-    ing = start_ingestor(workdir, dsn, broker.port, CITYSENSE_INGEST_RETRY_MAX_S=1, CITYSENSE_INGEST_BATCH_AGE_MS=300)
-    pub = Publisher(broker.port)
+    ing = start_ingestor(workdir, dsn, broker, CITYSENSE_INGEST_RETRY_MAX_S=1, CITYSENSE_INGEST_BATCH_AGE_MS=300)
+    pub = Publisher(broker)
     t = time.time() - 600
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:  # every reading violates it
@@ -99,8 +99,8 @@ def test_an_oversized_message_is_cut_at_receipt_and_recorded_once_with_its_lengt
     dsn = cluster.dsn
     device = unique("big")
     register_device(dsn, device)
-    ing = start_ingestor(workdir, dsn, broker.port)
-    pub = Publisher(broker.port)
+    ing = start_ingestor(workdir, dsn, broker)
+    pub = Publisher(broker)
     try:
         payload = b'{"readings": {"pm25": 1}, "pad": "' + b"x" * 200_000 + b'"}'
         for _ in range(2):
@@ -124,9 +124,9 @@ def test_qos0_messages_beyond_the_inbox_byte_budget_are_dropped_and_counted(work
     register_device(dsn, device)
     budget = 1 << 20
     # the pipeline's held batch is bounded too (batch bytes): here small, so the inbox budget is what fills
-    ing = start_ingestor(workdir, dsn, broker.port, CITYSENSE_INGEST_INBOX_MAX_BYTES=budget,
+    ing = start_ingestor(workdir, dsn, broker, CITYSENSE_INGEST_INBOX_MAX_BYTES=budget,
                          CITYSENSE_INGEST_BATCH_MAX_BYTES=65536, CITYSENSE_INGEST_RETRY_MAX_S=1)
-    pub = Publisher(broker.port)
+    pub = Publisher(broker)
     try:
         cluster.stop("immediate")  # the pipeline holds its batch; the inbox fills
         pad = "y" * 40_000
@@ -153,9 +153,9 @@ def test_an_ingestor_whose_clock_is_ten_minutes_slow_still_takes_a_citys_live_re
     device = unique("skew")
     register_device(dsn, device)
     lib = glob.glob("/usr/lib/*/faketime/libfaketime.so.1")[0]
-    ing = start_ingestor(workdir, dsn, broker.port,
+    ing = start_ingestor(workdir, dsn, broker,
                          process_env={"LD_PRELOAD": lib, "FAKETIME": "-10m", "DONT_FAKE_MONOTONIC": "1"})
-    pub = Publisher(broker.port)
+    pub = Publisher(broker)
     try:
         assert metric_value(ing.metrics_port, "citysense_ingest_clock_offset_seconds") > 590
         for i in range(5):
@@ -174,8 +174,8 @@ def test_an_ingestor_whose_clock_is_ten_minutes_slow_still_takes_a_citys_live_re
 def test_two_ingestors_with_one_client_id_are_told_and_counted(workdir, stack):
     cluster, broker = stack
     same = unique("same-id")
-    a = start_ingestor(workdir, cluster.dsn, broker.port, CITYSENSE_INGEST_CLIENT_ID=same)
-    b = start_ingestor(workdir, cluster.dsn, broker.port, name=same + "-b", CITYSENSE_INGEST_CLIENT_ID=same)
+    a = start_ingestor(workdir, cluster.dsn, broker, CITYSENSE_INGEST_CLIENT_ID=same)
+    b = start_ingestor(workdir, cluster.dsn, broker, name=same + "-b", CITYSENSE_INGEST_CLIENT_ID=same)
     try:
         wait_until(lambda: metric_value(a.metrics_port, "citysense_ingest_session_takeovers_total")
                    + metric_value(b.metrics_port, "citysense_ingest_session_takeovers_total") >= 1, 40,
@@ -189,7 +189,7 @@ def test_two_ingestors_with_one_client_id_are_told_and_counted(workdir, stack):
 
 def test_the_brokers_own_counters_are_exported(workdir, stack):
     cluster, broker = stack
-    ing = start_ingestor(workdir, cluster.dsn, broker.port)
+    ing = start_ingestor(workdir, cluster.dsn, broker)
     try:
         wait_until(lambda: metric_value(ing.metrics_port, "citysense_broker", 'stat="clients_connected"') >= 1, 25,
                    what="the broker's $SYS counters")

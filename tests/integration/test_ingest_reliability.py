@@ -15,12 +15,12 @@ pytestmark = pytest.mark.slow
 T0 = time.time() - 3600  # all stream readings fall within the last hour
 
 
-def stream(port: int, devices: list[str], n: int, rate: float | None = None, timeless: bool = False) -> threading.Thread:
+def stream(broker, devices: list[str], n: int, rate: float | None = None, timeless: bool = False) -> threading.Thread:
     """Publish ``n`` messages round-robin over ``devices`` (2 readings each, unique times; ``timeless``:
     no time, each payload unique) at QoS 1, in a thread; every publish is confirmed by the broker before the
     thread ends."""
     def run():
-        pub = Publisher(port)
+        pub = Publisher(broker)
         infos = []
         for i in range(n):
             d = devices[i % len(devices)]
@@ -54,9 +54,9 @@ def fleet(dsn: str, n: int = 5) -> list[str]:
     return ids
 
 
-def start_ingestor(workdir, dsn, port, name=None, process_env: dict | None = None, **extra) -> Service:
+def start_ingestor(workdir, dsn, broker, name=None, process_env: dict | None = None, **extra) -> Service:
     """An ingestor with these settings (``extra``, CITYSENSE_ added) and process variables (``process_env``)."""
-    env = {**service_env(dsn, port, **extra), **(process_env or {})}
+    env = {**service_env(dsn, broker, **extra), **(process_env or {})}
     svc = Service("ingest", env, workdir / f"{name or env['CITYSENSE_INGEST_CLIENT_ID']}.log").start()
     svc.env = env
     svc.metrics_port = int(env["CITYSENSE_INGEST_METRICS_PORT"])
@@ -88,10 +88,10 @@ def own_pg(workdir):
 def test_database_restart_mid_stream_loses_nothing(workdir, own_pg, own_broker):
     dsn = own_pg.dsn
     devices = fleet(dsn)
-    ing = start_ingestor(workdir, dsn, own_broker.port, CITYSENSE_INGEST_RETRY_MAX_S=1, CITYSENSE_INGEST_INFLIGHT=300)
+    ing = start_ingestor(workdir, dsn, own_broker, CITYSENSE_INGEST_RETRY_MAX_S=1, CITYSENSE_INGEST_INFLIGHT=300)
     try:
         n = 3000
-        th = stream(own_broker.port, devices, n, rate=1000)
+        th = stream(own_broker, devices, n, rate=1000)
         wait_until(lambda: stored(dsn, devices) > 0, what="the first readings")
         own_pg.stop("immediate")  # as a crash: no shutdown checkpoint
         time.sleep(3)
@@ -116,14 +116,14 @@ def test_sigkill_mid_stream_then_restart_loses_nothing_and_stores_nothing_twice(
     its first delivery's time (found by the message's receipt), so it is not stored a second time either."""
     devices = fleet(dsn)
     client_id = unique("ingest")
-    ing = start_ingestor(workdir, dsn, own_broker.port, CITYSENSE_INGEST_CLIENT_ID=client_id)
+    ing = start_ingestor(workdir, dsn, own_broker, CITYSENSE_INGEST_CLIENT_ID=client_id)
     n = 4000
-    th = stream(own_broker.port, devices, n, timeless=timeless)
+    th = stream(own_broker, devices, n, timeless=timeless)
     wait_until(lambda: stored(dsn, devices) > 500, what="some readings")
     ing.kill()
     th.join(60)
     assert stored(dsn, devices) < 2 * n  # it really died mid-stream
-    ing = start_ingestor(workdir, dsn, own_broker.port, name=client_id + "-2", CITYSENSE_INGEST_CLIENT_ID=client_id)
+    ing = start_ingestor(workdir, dsn, own_broker, name=client_id + "-2", CITYSENSE_INGEST_CLIENT_ID=client_id)
     try:
         wait_until(lambda: stored(dsn, devices) == 2 * n, timeout=60, what=f"{2 * n} readings")
         time.sleep(0.5)
@@ -137,9 +137,9 @@ def test_sigkill_mid_stream_then_restart_loses_nothing_and_stores_nothing_twice(
 def test_sigterm_flushes_acknowledges_and_exits_zero(workdir, dsn, own_broker):
     devices = fleet(dsn)
     client_id = unique("ingest")
-    ing = start_ingestor(workdir, dsn, own_broker.port, CITYSENSE_INGEST_CLIENT_ID=client_id)
+    ing = start_ingestor(workdir, dsn, own_broker, CITYSENSE_INGEST_CLIENT_ID=client_id)
     n = 3000
-    th = stream(own_broker.port, devices, n, rate=2000)
+    th = stream(own_broker, devices, n, rate=2000)
     wait_until(lambda: stored(dsn, devices) > 200, what="some readings")
     assert ing.terminate() == 0
     assert "acknowledged" in ing.log()
@@ -148,7 +148,7 @@ def test_sigterm_flushes_acknowledges_and_exits_zero(workdir, dsn, own_broker):
     got, acked = [int(w) for w in received.split('"msg": "pipeline stopped: ')[1].replace(",", "").split() if w.isdigit()]
     assert got == acked
     th.join(60)
-    ing2 = start_ingestor(workdir, dsn, own_broker.port, name=client_id + "-2", CITYSENSE_INGEST_CLIENT_ID=client_id)
+    ing2 = start_ingestor(workdir, dsn, own_broker, name=client_id + "-2", CITYSENSE_INGEST_CLIENT_ID=client_id)
     try:
         wait_until(lambda: stored(dsn, devices) == 2 * n, timeout=60, what=f"{2 * n} readings")
         got2 = metric_value(ing2.metrics_port, "citysense_ingest_messages_received_total", 'channel="readings"')
@@ -159,9 +159,9 @@ def test_sigterm_flushes_acknowledges_and_exits_zero(workdir, dsn, own_broker):
 
 def test_broker_restart_reconnects_and_resubscribes(workdir, dsn, own_broker):
     devices = fleet(dsn, 1)
-    ing = start_ingestor(workdir, dsn, own_broker.port)
+    ing = start_ingestor(workdir, dsn, own_broker)
     try:
-        pub = Publisher(own_broker.port)
+        pub = Publisher(own_broker)
         pub.readings(devices[0], {"time": T0, "readings": {"pm25": 1}})
         pub.close()
         wait_until(lambda: stored(dsn, devices) == 1, what="the first reading")
@@ -170,7 +170,7 @@ def test_broker_restart_reconnects_and_resubscribes(workdir, dsn, own_broker):
         own_broker.start()
         wait_until(lambda: metric_value(ing.metrics_port, "citysense_ingest_broker_connected") == 1, timeout=30,
                    what="reconnect")
-        pub = Publisher(own_broker.port)
+        pub = Publisher(own_broker)
         pub.readings(devices[0], {"time": T0 + 1, "readings": {"pm25": 2}})
         pub.close()
         wait_until(lambda: stored(dsn, devices) == 2, what="a reading after the restart")
@@ -182,10 +182,10 @@ def test_messages_queued_while_the_ingestor_is_down_arrive_after_restart(workdir
     """The persistent session: the broker holds messages for the stopped ingestor."""
     devices = fleet(dsn)
     client_id = unique("ingest")
-    ing = start_ingestor(workdir, dsn, own_broker.port, CITYSENSE_INGEST_CLIENT_ID=client_id)
+    ing = start_ingestor(workdir, dsn, own_broker, CITYSENSE_INGEST_CLIENT_ID=client_id)
     assert ing.terminate() == 0
-    stream(own_broker.port, devices, 2500).join(60)  # more than Mosquitto's default queue of 1000
-    ing = start_ingestor(workdir, dsn, own_broker.port, name=client_id + "-2", CITYSENSE_INGEST_CLIENT_ID=client_id)
+    stream(own_broker, devices, 2500).join(60)  # more than Mosquitto's default queue of 1000
+    ing = start_ingestor(workdir, dsn, own_broker, name=client_id + "-2", CITYSENSE_INGEST_CLIENT_ID=client_id)
     try:
         wait_until(lambda: stored(dsn, devices) == 5000, timeout=60, what="5000 readings")
     finally:
@@ -195,11 +195,11 @@ def test_messages_queued_while_the_ingestor_is_down_arrive_after_restart(workdir
 def test_two_ingestors_on_a_shared_subscription_store_each_reading_once(workdir, dsn, own_broker):
     devices = fleet(dsn, 20)
     group = unique("g")
-    a = start_ingestor(workdir, dsn, own_broker.port, CITYSENSE_INGEST_SHARE_GROUP=group)
-    b = start_ingestor(workdir, dsn, own_broker.port, CITYSENSE_INGEST_SHARE_GROUP=group)
+    a = start_ingestor(workdir, dsn, own_broker, CITYSENSE_INGEST_SHARE_GROUP=group)
+    b = start_ingestor(workdir, dsn, own_broker, CITYSENSE_INGEST_SHARE_GROUP=group)
     try:
         n = 3000
-        stream(own_broker.port, devices, n).join(60)
+        stream(own_broker, devices, n).join(60)
         wait_until(lambda: stored(dsn, devices) == 2 * n, timeout=60, what=f"{2 * n} readings")
         got = [metric_value(s.metrics_port, "citysense_ingest_messages_received_total", 'channel="readings"') for s in (a, b)]
         assert sum(got) == n and min(got) > 0, got  # split between them, each message to one of them
@@ -213,11 +213,11 @@ def test_two_ingestors_on_a_shared_subscription_store_each_reading_once(workdir,
 
 def test_batches_are_not_capped_by_the_brokers_default_inflight_window(workdir, dsn, own_broker):
     devices = fleet(dsn)
-    ing = start_ingestor(workdir, dsn, own_broker.port, CITYSENSE_INGEST_BATCH_AGE_MS=1000)
+    ing = start_ingestor(workdir, dsn, own_broker, CITYSENSE_INGEST_BATCH_AGE_MS=1000)
     try:
         assert ing.terminate() == 0  # leave a backlog for it to find on restart
-        stream(own_broker.port, devices, 2000).join(60)
-        ing = start_ingestor(workdir, dsn, own_broker.port, CITYSENSE_INGEST_BATCH_AGE_MS=1000,
+        stream(own_broker, devices, 2000).join(60)
+        ing = start_ingestor(workdir, dsn, own_broker, CITYSENSE_INGEST_BATCH_AGE_MS=1000,
                              CITYSENSE_INGEST_CLIENT_ID=ing.env["CITYSENSE_INGEST_CLIENT_ID"],
                              CITYSENSE_INGEST_METRICS_PORT=ing.env["CITYSENSE_INGEST_METRICS_PORT"])
         wait_until(lambda: stored(dsn, devices) == 4000, timeout=60, what="4000 readings")
@@ -232,8 +232,8 @@ def test_batches_are_not_capped_by_the_brokers_default_inflight_window(workdir, 
 def test_retained_messages_are_not_replayed_on_reconnect_and_statuses_do_not_refresh_last_seen(workdir, dsn, own_broker):
     device = fleet(dsn, 1)[0]
     client_id = unique("ingest")
-    ing = start_ingestor(workdir, dsn, own_broker.port, CITYSENSE_INGEST_CLIENT_ID=client_id)
-    pub = Publisher(own_broker.port)
+    ing = start_ingestor(workdir, dsn, own_broker, CITYSENSE_INGEST_CLIENT_ID=client_id)
+    pub = Publisher(own_broker)
     try:
         pub.readings(device, {"readings": {"pm25": 42.42}}, retain=True)
         pub.publish(f"city/v1/devices/{device}/status", "online", retain=True)
@@ -243,7 +243,7 @@ def test_retained_messages_are_not_replayed_on_reconnect_and_statuses_do_not_ref
         seen = count(dsn, "SELECT extract(epoch FROM last_seen)::bigint FROM devices WHERE device_id = %s", (device,))
         for _ in range(2):  # restarts: a retained message came back on every resubscribe before
             assert ing.terminate() == 0
-            ing = start_ingestor(workdir, dsn, own_broker.port, name=unique("r"), CITYSENSE_INGEST_CLIENT_ID=client_id)
+            ing = start_ingestor(workdir, dsn, own_broker, name=unique("r"), CITYSENSE_INGEST_CLIENT_ID=client_id)
             time.sleep(1.5)
         assert stored(dsn, [device]) == 1
         assert count(dsn, "SELECT extract(epoch FROM last_seen)::bigint FROM devices WHERE device_id = %s",

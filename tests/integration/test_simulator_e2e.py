@@ -22,8 +22,11 @@ from tests.helpers import count, unique, wait_until
 pytestmark = pytest.mark.slow
 
 
-def settings_for(dsn, broker, **kw) -> Settings:
-    return Settings(database_url=dsn, mqtt_url=f"mqtt://127.0.0.1:{broker.port}", **kw)
+def settings_for(dsn, broker, api, tmp_path, **kw) -> Settings:
+    """The simulator as `citysense up` runs it: it registers through the API, and each device connects with
+    the credentials it was issued (over TLS, verified against the local CA)."""
+    return Settings(mqtt_url=f"mqtts://127.0.0.1:{broker.tls_port}", mqtt_ca_file=broker.ca.ca_file,
+                    sim_api_url=api.base_url, admin_token=api.token, sim_credentials_file=tmp_path / "creds.json", **kw)
 
 
 def own_fleet(tmp_path, n, seed):
@@ -32,19 +35,23 @@ def own_fleet(tmp_path, n, seed):
     return path, [d["device_id"] for d in json.loads(path.read_text())["devices"]]
 
 
-def test_fault_injection_end_to_end(tmp_path, dsn, broker, ingestor):
+def test_fault_injection_end_to_end(tmp_path, dsn, broker, ingestor, api):
     path, ids = own_fleet(tmp_path, 20, seed=3)
     record = tmp_path / "sent.jsonl"
     # 20 devices at 30 % silent: the chance that none is silent is 0.7**20, under 0.1 %
     rates = FaultRates({name: 0.06 for name in FAULTS}, silent=0.3)
-    s = settings_for(dsn, broker, sim_devices=20, sim_seed=3)
+    s = settings_for(dsn, broker, api, tmp_path, sim_devices=20, sim_seed=3)
     # outages too: at 0.5 s per device tick, 720 outages per device-hour drop one tick in ten; each
     # lasts 1-3 s, with the last will published, readings buffered, and a backlog sent on return
     assert sim.run(s, duration_s=10, rate=40, faults=rates, record=str(record), fleet_file=path,
                    outage_rate=720, outage_s=(1.0, 3.0), stop=threading.Event()) == 0
-    sent = [json.loads(line) for line in record.read_text().splitlines()]
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    sent = [m for m in lines if "topic" in m]
     faults = Counter(m["fault"] for m in sent if m["fault"])
     assert set(faults) == set(FAULTS), faults  # every kind of fault was injected
+    # a device publishing on another device's topic: the broker refused each (MQTT 5: Not authorized)
+    assert lines[-1]["summary"]["refused_by_broker"] == faults["impersonation"] > 0
+    assert count(dsn, "SELECT count(*) FROM rejected_messages WHERE topic LIKE 'city/v1/devices/ghost-%%'") == 0
     assert sum(m["backlog"] for m in sent) >= 3, "outages produced too few backlogs"
     expected_rejections = Counter(m["rejected"] for m in sent if m["rejected"])
     expected_readings = sum(len(m["stored"]) for m in sent)
@@ -75,9 +82,9 @@ def test_fault_injection_end_to_end(tmp_path, dsn, broker, ingestor):
     wait_until(lambda: all(statuses()[d] == "offline" for d in set(ids) - silent), what="every device offline")
 
 
-def test_a_simulated_day_has_the_shape_of_a_city_day(tmp_path, dsn, broker, ingestor, http):
+def test_a_simulated_day_has_the_shape_of_a_city_day(tmp_path, dsn, broker, ingestor, http, api):
     path, ids = own_fleet(tmp_path, 20, seed=5)
-    s = settings_for(dsn, broker, sim_devices=20, sim_seed=5)
+    s = settings_for(dsn, broker, api, tmp_path, sim_devices=20, sim_seed=5)
     assert sim.run(s, duration_s=0, backfill_s=26 * 3600, fleet_file=path, stop=threading.Event()) == 0
     wait_until(lambda: count(dsn, "SELECT count(*) FROM readings_hourly h JOIN devices d USING (device_key) "
                                   "WHERE d.device_id = ANY(%s)", (ids,)) > 0, timeout=30)
@@ -114,17 +121,18 @@ def test_a_simulated_day_has_the_shape_of_a_city_day(tmp_path, dsn, broker, inge
     assert answer["aqi"] is not None and answer["category"], answer
 
 
-def test_load_mode_reports_the_rate_it_achieved(tmp_path, dsn, broker, ingestor):
+def test_load_mode_reports_the_rate_it_achieved(tmp_path, dsn, broker, ingestor, api):
     path, ids = own_fleet(tmp_path, 10, seed=9)
-    s = settings_for(dsn, broker, sim_devices=10, sim_seed=9)
-    result = sim.load(s, rate=300, duration_s=2, connections=2, stop=threading.Event(), fleet_file=path)
+    s = settings_for(dsn, broker, api, tmp_path, sim_devices=10, sim_seed=9)
+    result = sim.load(s, rate=300, duration_s=2, stop=threading.Event(), fleet_file=path)
+    assert result["refused_by_broker"] == 0
     assert result["sent"] == pytest.approx(600, abs=2)
     assert 200 < result["achieved_msg_per_s"] <= 320
     wait_until(lambda: count(dsn, "SELECT count(*) FROM readings r JOIN devices d USING (device_key) "
                                   "WHERE d.device_id = ANY(%s)", (ids,)) > 0)
 
 
-def test_replay_a_csv(tmp_path, dsn, broker, ingestor):
+def test_replay_a_csv(tmp_path, dsn, broker, ingestor, api):
     from tests.helpers import register_device
 
     device_id = unique("rp")
@@ -137,7 +145,9 @@ def test_replay_a_csv(tmp_path, dsn, broker, ingestor):
         lines += [f"{t},{device_id},temperature,{20 + i}", f"{t},{device_id},humidity,{50 + i}"]
     lines.append(f"{t0.isoformat()},{device_id},humidity,wet")  # a bad value: rejected with a reason
     csv_path.write_text("\n".join(lines) + "\n")
-    s = settings_for(dsn, broker)
+    # replay speaks for many devices: through a bridge account
+    broker.control().add_bridge("replay-bridge", "replay-bridge-password-123")
+    s = settings_for(dsn, broker, api, tmp_path, mqtt_username="replay-bridge", mqtt_password="replay-bridge-password-123")
     assert sim.replay(s, str(csv_path), stop=threading.Event()) == 0
     wait_until(lambda: count(dsn, "SELECT count(*) FROM readings r JOIN devices d USING (device_key) "
                                   "WHERE d.device_id = %s", (device_id,)) == 20)

@@ -1,5 +1,6 @@
 """`citysense up`, as a new user runs it: the whole system, a fleet, a clean stop, data kept."""
 
+import json
 import os
 import signal
 import socket
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.slow
 def start_up(home, ports, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
     env.update(CITYSENSE_HOME=str(home), CITYSENSE_PG_PORT=str(ports["pg"]), CITYSENSE_MQTT_PORT=str(ports["mqtt"]),
+               CITYSENSE_MQTT_TLS_PORT=str(ports["mqtts"]),
                CITYSENSE_API_PORT=str(ports["api"]), CITYSENSE_INGEST_METRICS_PORT=str(ports["metrics"]),
                CITYSENSE_SIM_INTERVAL_S="1")
     return subprocess.Popen([sys.executable, "-m", "services.launcher.cli", "up", *args], cwd=REPO, env=env,
@@ -39,7 +41,7 @@ def readings_of(base, device_id, since=None):
 
 def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path):
     home = tmp_path / "home"
-    ports = {k: free_port() for k in ("pg", "mqtt", "api", "metrics")}
+    ports = {k: free_port() for k in ("pg", "mqtt", "mqtts", "api", "metrics")}
     base = f"http://127.0.0.1:{ports['api']}"
     proc = start_up(home, ports, "--devices", "100")
     try:
@@ -66,6 +68,13 @@ def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path):
     assert proc.returncode == 0, out
     assert "admin token" in out and f"{base}/docs" in out
     assert "***@" in out  # the database password is not printed
+    secrets = dict(line.split("=", 1) for line in (home / "secrets.env").read_text().splitlines() if "=" in line)
+    for key in ("ADMIN_TOKEN", "MQTT_ADMIN_PASSWORD", "MQTT_INGEST_PASSWORD"):
+        assert secrets[key] not in out, f"{key} printed"
+    # the simulated devices connected over TLS, each with its own account
+    creds = json.loads((home / "sim-credentials.json").read_text())
+    assert len(creds) == 100 and len(set(creds.values())) == 100
+    assert oct((home / "sim-credentials.json").stat().st_mode & 0o777) == "0o600"
     for port in ports.values():  # every process it started has gone
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
@@ -81,7 +90,7 @@ def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path):
 
 
 def test_port_in_use_names_the_setting(tmp_path):
-    ports = {k: free_port() for k in ("pg", "mqtt", "api", "metrics")}
+    ports = {k: free_port() for k in ("pg", "mqtt", "mqtts", "api", "metrics")}
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", ports["mqtt"]))
         blocker.listen()

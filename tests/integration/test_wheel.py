@@ -106,13 +106,19 @@ def test_installed_services_find_everything_they_need(installed, pg, broker, tmp
     target = _empty_database(pg, "wheel_" + unique("s").replace("-", "_"))
     assert _run(venv, tmp_path, "migrate", database_url=target).returncode == 0
     api_port, metrics_port = free_port(), free_port()
-    common = dict(database_url=target, mqtt_url=f"mqtt://127.0.0.1:{broker.port}")
-    api = _start(venv, tmp_path, "api", api_port=api_port, admin_token="wheel-admin-token-0123456789", **common)
-    ingest = _start(venv, tmp_path, "ingest", ingest_metrics_port=metrics_port, ingest_client_id=unique("wheel"), **common)
+    token = "wheel-admin-token-0123456789"
+    common = dict(mqtt_url=f"mqtts://127.0.0.1:{broker.tls_port}", mqtt_ca_file=broker.ca.ca_file)
+    api = _start(venv, tmp_path, "api", api_port=api_port, admin_token=token, database_url=target,
+                 mqtt_admin_password=broker.admin_password, **common)
+    ingest_id = unique("wheel")
+    ingest = _start(venv, tmp_path, "ingest", ingest_metrics_port=metrics_port, ingest_client_id=ingest_id,
+                    mqtt_password=broker.add_ingestor(ingest_id), database_url=target, **common)
     try:
         wait_until(lambda: _ready(f"http://127.0.0.1:{api_port}/readyz"), 30, what="the installed API's readiness")
         wait_until(lambda: _ready(f"http://127.0.0.1:{metrics_port}/readyz"), 30, what="the installed ingestor's readiness")
-        sim = _run(venv, tmp_path, "simulate", "--devices", "5", "--duration", "3", "--interval", "1", **common)
+        sim = _run(venv, tmp_path, "simulate", "--devices", "5", "--duration", "3", "--interval", "1",
+                   sim_api_url=f"http://127.0.0.1:{api_port}", admin_token=token,
+                   sim_credentials_file=tmp_path / "creds.json", **common)
         assert sim.returncode == 0, sim.stderr[-2000:]
         # the fleet shipped in the wheel was registered and its readings stored
         assert count(target, "SELECT count(*) FROM devices WHERE device_id LIKE 'sim-%%'") == 5
@@ -124,10 +130,11 @@ def test_installed_services_find_everything_they_need(installed, pg, broker, tmp
 
 def test_installed_up_runs_the_stack_from_outside_the_checkout(installed, tmp_path):
     venv, _ = installed
-    ports = {k: free_port() for k in ("pg", "mqtt", "api", "metrics")}
+    ports = {k: free_port() for k in ("pg", "mqtt", "mqtts", "api", "metrics")}
     os.chmod(tmp_path, 0o755)  # the postgres and mosquitto users must reach their directories
     proc = _start(venv, tmp_path, "up", "--no-simulator", home=tmp_path / "home", pg_port=ports["pg"],
-                  mqtt_port=ports["mqtt"], api_port=ports["api"], ingest_metrics_port=ports["metrics"])
+                  mqtt_port=ports["mqtt"], mqtt_tls_port=ports["mqtts"], api_port=ports["api"],
+                  ingest_metrics_port=ports["metrics"])
     try:
         wait_until(lambda: _ready(f"http://127.0.0.1:{ports['api']}/readyz"), 120, interval=0.5, what="`up` from the wheel")
         wait_until(lambda: _ready(f"http://127.0.0.1:{ports['metrics']}/readyz"), 30, what="its ingestor")

@@ -12,10 +12,11 @@ from tests.helpers import REPO
 ALLOWED = {
     "core": {"core"},
     "store": {"core", "store"},
-    "ingest": {"core", "store", "ingest"},
-    "api": {"core", "store", "api"},
-    "simulators": {"core", "store", "simulators"},
-    "launcher": {"core", "store", "ingest", "api", "simulators", "launcher"},
+    "broker": {"core", "broker"},
+    "ingest": {"core", "store", "broker", "ingest"},
+    "api": {"core", "store", "broker", "api"},
+    "simulators": {"core", "store", "broker", "simulators"},
+    "launcher": {"core", "store", "broker", "ingest", "api", "simulators", "launcher"},
 }
 #: SQL as this project writes it: keywords in capitals (prose says "select" and "from" too), plus the
 #: database functions only SQL calls.

@@ -1,6 +1,8 @@
 """Neighbourhood lookup and settings."""
 
 import pytest
+
+from services.broker.connect import Endpoint
 from pydantic import ValidationError
 
 from services.core.areas import OutsideCity, baltimore
@@ -39,7 +41,12 @@ def test_settings_from_environment(monkeypatch):
     monkeypatch.setenv("CITYSENSE_MQTT_URL", "mqtt://broker.example:1884")
     monkeypatch.setenv("CITYSENSE_API_PORT", "9000")
     s = Settings()
-    assert (s.mqtt_host, s.mqtt_port_from_url, s.api_port) == ("broker.example", 1884, 9000)
+    e = Endpoint.of(s)
+    assert (e.host, e.port, e.tls, s.api_port) == ("broker.example", 1884, False, 9000)
+    monkeypatch.setenv("CITYSENSE_MQTT_URL", "mqtts://broker.example")
+    monkeypatch.setenv("CITYSENSE_MQTT_CA_FILE", "/etc/citysense/ca.crt")
+    e = Endpoint.of(Settings())
+    assert (e.port, e.tls, str(e.ca_file)) == (8883, True, "/etc/citysense/ca.crt")
 
 
 @pytest.mark.parametrize("name, value", [("CITYSENSE_MQTT_URL", "http://x"), ("CITYSENSE_API_PORT", "99999"),

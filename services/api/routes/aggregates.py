@@ -10,6 +10,7 @@ hour counts for the area its device was in at that hour.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal
@@ -22,7 +23,9 @@ from services.api.problems import Problem
 from services.api.responses import cached_json
 from services.api.schemas import AggregatePage, DeviceKind
 from services.api.scope import CsaParam, NeighbourhoodParam, resolve, time_range
+from services.core.areas import baltimore
 from services.core.catalogue import DEVICE_ID_PATTERN
+from services.store.devices import count_in_scope
 from services.store import aggregates as store
 from services.store.readings import Unknown
 
@@ -72,6 +75,7 @@ async def aggregates(
     start, end = time_range(start, end, max_days, too_wide=f"a {bucket} aggregate may cover at most {max_days} days"
                             + ("" if whole_hours else " (buckets of whole hours may cover more)"))
     after = pagination.decode(cursor, (str, datetime))
+    await check_cells(pool, settings, scope, group_by, kind, start, end, size, bucket)
     now = datetime.now(timezone.utc)
     key = ("aggregates", metric, size, start_param, end if explicit_end else now.replace(second=0, microsecond=0), group_by,
            scope, kind, limit, cursor)
@@ -94,6 +98,31 @@ async def aggregates(
         return {"items": items, "next_cursor": next_cursor, "metric": metric, "unit": unit, "bucket": bucket,
                 "start": g0, "end": g1, "source": source}
     return await cached_json(request, key, explicit_end and end < now - timedelta(hours=2), AggregatePage, compute)
+
+
+async def check_cells(pool, settings, scope, group_by: str, kind, start: datetime, end: datetime, size: timedelta,
+                      bucket: str) -> None:
+    """Refuse (422) a question of more than CITYSENSE_API_MAX_AGGREGATE_CELLS buckets × groups, before any
+    of it is computed: the whole aggregation runs before a page is cut from it."""
+    buckets = math.ceil((end - start) / size) + 1  # +1: buckets align to their grid, not to start
+    areas = baltimore()
+    if group_by == "city" or scope.level == "device" or (scope.level == "neighbourhood" and group_by != "device") \
+            or (scope.level == "csa" and group_by == "csa"):
+        groups = 1
+    elif group_by == "csa":
+        groups = len(areas.csas)
+    elif group_by == "neighbourhood":
+        groups = len(areas.csas[scope.name].neighbourhoods) if scope.level == "csa" else len(areas.neighbourhoods)
+    else:
+        async with pool.connection() as conn:
+            groups = await count_in_scope(conn, kind=kind, csa=scope.name if scope.level == "csa" else None,
+                                          neighbourhood=scope.name if scope.level == "neighbourhood" else None)
+    cap = settings.api_max_aggregate_cells
+    if buckets * max(groups, 1) > cap:
+        raise Problem(422, f"this asks for about {buckets} buckets of {bucket} × {groups} groups ({group_by}) = "
+                           f"{buckets * groups} values, more than the {cap} one request may: use a larger bucket, a "
+                           "shorter range, or a narrower question (csa=, neighbourhood=, device_id=, kind=, or a "
+                           "coarser group_by)")
 
 
 def _item(row, aggregation: str) -> dict:

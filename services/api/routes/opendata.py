@@ -3,6 +3,7 @@ streamed from a server-side cursor so memory stays flat however large the export
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -11,10 +12,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from services.api.deps import PoolDep, SettingsDep
 from services.api.datasets import DATASETS, formatter, geometry
-from services.api.problems import Problem
+from services.api.problems import Problem, doc
 from services.api.scope import CsaParam, resolve, time_range
 from services.core.areas import baltimore
 from services.store import catalogue as store
@@ -80,9 +82,13 @@ async def catalogue(request: Request, pool: PoolDep, settings: SettingsDep):
 
 
 @router.get("/v1/datasets/{dataset}.{fmt}", summary="Download a dataset (CSV or GeoJSON, streamed)",
-            responses={200: {"content": {"text/csv": {}, "application/geo+json": {}}}, 404: {"description": "No such dataset"}})
+            description="Downloads run on their own few database connections (CITYSENSE_API_EXPORT_CONCURRENCY per "
+                        "worker); beyond them the answer is 503 with Retry-After. A download whose client stops "
+                        "reading for CITYSENSE_API_EXPORT_IDLE_S is ended.",
+            responses={200: {"content": {"text/csv": {}, "application/geo+json": {}}}, 404: doc("No such dataset"),
+                       503: doc("Every download slot is taken: retry after the time Retry-After gives")})
 async def download(
-    pool: PoolDep,
+    request: Request,
     settings: SettingsDep,
     dataset: Annotated[str, Path(pattern=r"^[a-z0-9-]{1,40}$", description="One of the identifiers in /data.json.")],
     fmt: Annotated[Literal["csv", "geojson"], Path(description="csv or geojson")],
@@ -101,9 +107,33 @@ async def download(
                                                    "tz": settings.timezone})
     stamp = f"{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}" if ds.timed else datetime.now(timezone.utc).strftime("%Y%m%dT%H%M")
     filename = f"citysense-{ds.id}-{stamp}.{fmt}"
+    slots: asyncio.Semaphore = request.app.state.exports
+    if slots.locked():
+        raise Problem(503, f"all {settings.api_export_concurrency} download slots are busy: try again shortly",
+                      {"Retry-After": "30"})
+    await slots.acquire()  # free (checked above), so this does not wait
+    released = False
+
+    def release() -> None:  # once: from the stream's end, or after a response whose stream never started
+        nonlocal released
+        if not released:
+            released = True
+            slots.release()
+
+    pool = request.app.state.export_pool
     body = _csv(pool, ds, sql, params) if fmt == "csv" else _geojson(pool, ds, sql, params)
-    return StreamingResponse(body, media_type="text/csv; charset=utf-8" if fmt == "csv" else "application/geo+json",
-                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return StreamingResponse(_releasing(body, release),
+                             media_type="text/csv; charset=utf-8" if fmt == "csv" else "application/geo+json",
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+                             background=BackgroundTask(release))
+
+
+async def _releasing(body, release):
+    try:
+        async for part in body:
+            yield part
+    finally:
+        release()
 
 
 async def _chunks(pool, ds, sql: str, params: dict):

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from services.api.deps import PoolDep, SettingsDep
 from services.api.responses import cached_json
@@ -23,7 +24,15 @@ from services.store import qol as store
 router = APIRouter(tags=["quality of life"])
 
 Device = Annotated[str | None, Query(pattern=DEVICE_ID_PATTERN)]
-At = Annotated[datetime | None, Query(description="A past moment, RFC 3339 (default: now).")]
+At = Annotated[datetime | None, Query(description="A past moment, RFC 3339 (default: now), taken to the start of its "
+                                                  "hour: answers about the past are per hour, and cached as such.")]
+
+
+def when(at: datetime | None) -> datetime:
+    """The moment a question is about: now, or the start of the hour of a given ``at`` (so a varying ``at``
+    cannot force a fresh computation per request)."""
+    t = moment(at)
+    return t if at is None else floor_hour(t)
 
 
 def _past(at: datetime | None) -> bool:
@@ -48,8 +57,8 @@ async def qol_aqi(request: Request, pool: PoolDep, csa: CsaParam = None, neighbo
     and PM10 by NowCast over hourly means, O3 8-hour (1-hour where more precautionary), CO 8-hour, NO2 and
     SO2 1-hour. An area reports its highest device per pollutant; without enough data `aqi` is null."""
     scope = resolve(csa, neighbourhood, device_id)
-    t = moment(at)
-    key = ("aqi", scope, floor_hour(t) if at is None else t)
+    t = when(at)
+    key = ("aqi", scope, floor_hour(t))
 
     async def compute():
         async with pool.connection() as conn:
@@ -63,7 +72,7 @@ async def qol_heat(request: Request, pool: PoolDep, csa: CsaParam = None, neighb
     """From each device's latest temperature and humidity in the hour before `at`; an area reports its
     highest heat index. Shade values: full sun can add up to 15 °F."""
     scope = resolve(csa, neighbourhood, device_id)
-    t = moment(at)
+    t = when(at)
     key = ("heat", scope, t.replace(second=0, microsecond=0))
 
     async def compute():
@@ -79,7 +88,7 @@ async def qol_noise(request: Request, pool: PoolDep, settings: SettingsDep, csa:
     devices), Lday 07–19, Levening 19–23, Lnight 23–07, Lden (evening +5 dB, night +10 dB), and the hours
     above the WHO 2018 (53 dB Lden, 45 dB Lnight) and US EPA 1974 (55 dB Ldn) guideline levels."""
     scope = resolve(csa, neighbourhood, device_id)
-    t = moment(at)
+    t = when(at)
     tz = ZoneInfo(settings.timezone)
     day = t.astimezone(tz).date().isoformat()
 
@@ -98,8 +107,8 @@ async def qol_noise(request: Request, pool: PoolDep, settings: SettingsDep, csa:
                         "coverage. `format=geojson` answers a FeatureCollection with the CSA boundaries.")
 async def qol_summary(request: Request, pool: PoolDep, at: At = None,
                       format: Literal["json", "geojson"] = "json"):
-    t = moment(at)
-    key = ("summary", format, floor_hour(t) if at is None else t)
+    t = when(at)
+    key = ("summary", format, floor_hour(t))
     if format == "json":
         async def rows():
             return {"items": await summary_rows(pool, t), "next_cursor": None}
@@ -121,6 +130,11 @@ async def summary_rows(pool, at: datetime) -> list[dict]:
         nz = await hourly_means(conn, city, ("noise_laeq",), latest_hour - timedelta(hours=23), latest_hour + timedelta(hours=1), energy=True)
         wx = await latest_values(conn, city, ("temperature", "humidity"), at)
         coverage = await store.coverage(conn, at)
+    # 55 areas' indicators over every device's hours: off the event loop, which keeps serving meanwhile.
+    return await run_in_threadpool(_summary, aq, nz, wx, coverage, latest_hour)
+
+
+def _summary(aq, nz, wx, coverage, latest_hour: datetime) -> list[dict]:
     rows = []
     for name, area in sorted(baltimore().csas.items()):
         in_csa = lambda d: {k: v for k, v in d.items() if v.csa == name}  # noqa: E731
