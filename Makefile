@@ -10,7 +10,8 @@ PY := $(VENV)/bin/python
 install:
 	@bash deploy/local/install.sh
 
-run: install
+run:
+	@CITYSENSE_INSTALL_FOR_RUN=1 bash deploy/local/install.sh
 	@exec $(VENV)/bin/citysense up
 
 test: install

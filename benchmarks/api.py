@@ -72,14 +72,14 @@ GROUP BY 1, 2, 3
 
 def load_history(st: Stack, devices: int, readings: int, days: int, log) -> dict:
     from simulators.fleet import build_fleet
-    from simulators.run import register_fleet
+    from simulators.registration import register_in_store
 
     fleet = [d.__class__(f"hist-{i:05d}", d.kind, d.latitude, d.longitude, d.interval_s)
              for i, d in enumerate(build_fleet(devices, seed=11))]
     per_year = sum(len(KIND_METRICS[d.kind]) for d in fleet) * days * 86400
     step_s = max(60, round(per_year / readings))
     fleet = [d.__class__(d.device_id, d.kind, d.latitude, d.longitude, step_s) for d in fleet]
-    register_fleet(st.dsn, fleet)
+    register_in_store(st.dsn, fleet)
     kind_metrics = ", ".join(f"('{k}', '{m}')" for k, ms in KIND_METRICS.items() for m in ms)
     end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)

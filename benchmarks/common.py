@@ -24,6 +24,7 @@ from services.launcher.stack import MosquittoBroker, PostgresCluster, free_port,
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 METRICS5 = ("pm25", "pm10", "o3", "no2", "co")  # one air-quality device's message: 5 readings
+BRIDGE_PASSWORD = "bench-bridge-password-0123"
 
 
 @dataclass
@@ -39,6 +40,20 @@ class Stack:
     @property
     def mqtt_port(self) -> int:
         return self.broker.port
+
+    def account(self, name: str, role: str = "ingest") -> tuple[str, str]:
+        """(user name, password) of an account on the benchmark's broker, which refuses anonymous clients
+        like every citysense broker: an ingestor's (it may subscribe to every device's topics) or a
+        bridge's (it may publish for any device). Its client id must be its user name."""
+        if role == "ingest":
+            return name, self.broker.add_ingestor(name)
+        self.broker.control().add_bridge(name, BRIDGE_PASSWORD)
+        return name, BRIDGE_PASSWORD
+
+    def cli_account(self, name: str, role: str = "ingest") -> list[str]:
+        """The same, as mosquitto_pub / mosquitto_sub arguments."""
+        user, password = self.account(name, role)
+        return ["-i", user, "-u", user, "-P", password]
 
 
 @contextmanager
@@ -65,11 +80,11 @@ def stack():
 def register_devices(dsn: str, n: int, prefix: str = "bench") -> list[str]:
     """n air-quality devices spread over the city (positions from the simulator's fleet builder)."""
     from simulators.fleet import build_fleet
-    from simulators.run import register_fleet
+    from simulators.registration import register_in_store
 
     fleet = [d.__class__(f"{prefix}-{i:05d}", "air_quality", d.latitude, d.longitude, 60)
              for i, d in enumerate(build_fleet(n, seed=7))]
-    register_fleet(dsn, fleet)
+    register_in_store(dsn, fleet)  # the load generators publish through bridge accounts
     return [d.device_id for d in fleet]
 
 

@@ -26,6 +26,8 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["paho", "naive"])
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--account", required=True, help="user name and client id of an account on the broker")
+    p.add_argument("--password", required=True)
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--dsn")
     a = p.parse_args()
@@ -52,7 +54,7 @@ def main() -> int:
             state["last"] = time.time()
             done.set()
 
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"bench-{a.mode}-{time.time_ns()}",
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=a.account,
                     protocol=mqtt.MQTTv5)
     c.on_message = on_message
     subscribed = threading.Event()
@@ -60,6 +62,7 @@ def main() -> int:
     c.on_connect = lambda client, *args: client.subscribe("city/v1/devices/+/readings", qos=1)
     props = Properties(PacketTypes.CONNECT)
     props.ReceiveMaximum = 1000
+    c.username_pw_set(a.account, a.password)
     c.connect("127.0.0.1", a.port, properties=props)
     c.loop_start()
     subscribed.wait(30)

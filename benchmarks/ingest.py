@@ -42,7 +42,8 @@ def _metric(port: int, name: str) -> float:
 
 
 def _loadgen(stack: Stack, path: Path, rate: float = 0, stamp: bool = False) -> subprocess.Popen:
-    args = ["--port", str(stack.mqtt_port), "--file", str(path)]
+    user, password = stack.account(f"bench-loadgen-{time.time_ns()}", "bridge")
+    args = ["--port", str(stack.mqtt_port), "--file", str(path), "--account", user, "--password", password]
     if rate:
         args += ["--rate", str(rate)]
     if stamp:
@@ -58,12 +59,12 @@ def _loadgen_result(proc: subprocess.Popen) -> dict:
 def run_broker_c(stack: Stack, path: Path, n: int) -> dict:
     """mosquitto_pub -l → mosquitto_sub at QoS 1. mosquitto_pub's input stays open until the subscriber
     has every message: Debian 12's 2.0.11 exits at end of input without sending queued QoS 1 messages."""
-    topic = "bench/c-clients"
+    topic = "city/v1/devices/bench-c-clients/readings"  # a topic no ingestor is subscribed to during this run
     sub = subprocess.Popen(["mosquitto_sub", "-p", str(stack.mqtt_port), "-t", topic, "-q", "1", "-C", str(n),
-                            "-i", f"bench-sub-{time.time_ns()}"], stdout=subprocess.PIPE)
+                            *stack.cli_account(f"bench-sub-{time.time_ns()}")], stdout=subprocess.PIPE)
     time.sleep(0.5)  # let it subscribe
-    pub = subprocess.Popen(["mosquitto_pub", "-p", str(stack.mqtt_port), "-t", topic, "-q", "1", "-l", "-M", "1000"],
-                           stdin=subprocess.PIPE)
+    pub = subprocess.Popen(["mosquitto_pub", "-p", str(stack.mqtt_port), "-t", topic, "-q", "1", "-l", "-M", "1000",
+                            *stack.cli_account(f"bench-pub-{time.time_ns()}", "bridge")], stdin=subprocess.PIPE)
     start = time.time()
     with path.open("rb") as f:
         for line in f:
@@ -82,8 +83,9 @@ def run_broker_c(stack: Stack, path: Path, n: int) -> dict:
 
 
 def run_consumer(stack: Stack, path: Path, n: int, mode: str) -> dict:
+    user, password = stack.account(f"bench-{mode}-{time.time_ns()}")
     con = python_module("benchmarks.consumers", mode, "--port", str(stack.mqtt_port), "--count", str(n),
-                        "--dsn", stack.dsn, stdout=subprocess.PIPE, text=True)
+                        "--dsn", stack.dsn, "--account", user, "--password", password, stdout=subprocess.PIPE, text=True)
     assert con.stdout.readline().strip() == "ready"
     gen = _loadgen(stack, path)
     sent = _loadgen_result(gen)
@@ -125,7 +127,8 @@ def _start_ingestor(stack: Stack, client_id: str, group: str | None = None) -> t
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
     env.update(CITYSENSE_DATABASE_URL=stack.dsn, CITYSENSE_MQTT_URL=f"mqtt://127.0.0.1:{stack.mqtt_port}",
-               CITYSENSE_INGEST_METRICS_PORT=str(port), CITYSENSE_INGEST_CLIENT_ID=client_id)
+               CITYSENSE_INGEST_METRICS_PORT=str(port), CITYSENSE_INGEST_CLIENT_ID=client_id,
+               CITYSENSE_MQTT_PASSWORD=stack.account(client_id)[1])
     if group:
         env["CITYSENSE_INGEST_SHARE_GROUP"] = group
     log = open(stack.root / f"{client_id}.log", "ab")
@@ -145,7 +148,7 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def forget_session(port: int, client_id: str) -> None:
+def forget_session(stack: Stack, client_id: str) -> None:
     """End a retired ingestor's persistent session. Otherwise the broker goes on queueing every reading
     for it (its subscription outlives it for the session expiry), and each later run pays for all the
     earlier ones: the lag measured here crept from 0.15 to 1 s over four runs before this."""
@@ -153,7 +156,8 @@ def forget_session(port: int, client_id: str) -> None:
     from paho.mqtt.enums import CallbackAPIVersion
 
     c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    c.connect("127.0.0.1", port, clean_start=True)  # no session expiry: the session ends with this connection
+    c.username_pw_set(*stack.account(client_id))
+    c.connect("127.0.0.1", stack.mqtt_port, clean_start=True)  # no session expiry: the session ends with this connection
     c.disconnect()
 
 
@@ -193,7 +197,7 @@ def run_citysense(stack: Stack, path: Path, n: int, processes: int = 1, profile_
     per_process = [_metric(p, "citysense_ingest_readings_stored_total") / 5 for _, p in ingestors]
     for (proc, _), client_id in zip(ingestors, client_ids):
         _stop(proc)
-        forget_session(stack.mqtt_port, client_id)
+        forget_session(stack, client_id)
     stored = count_readings(stack.dsn)
     assert stored == target, f"stored {stored} of {target}"
     seconds = end - sent["start"]
@@ -222,7 +226,7 @@ def run_drain(stack: Stack, path: Path, n: int, processes: int) -> dict:
     end = max(_metric(p, "citysense_ingest_last_write_timestamp_seconds") for _, p in ingestors)
     for (proc, _), client_id in zip(ingestors, client_ids):
         _stop(proc)
-        forget_session(stack.mqtt_port, client_id)
+        forget_session(stack, client_id)
     stored = count_readings(stack.dsn)
     assert stored == 5 * n, f"drain stored {stored} of {5 * n}"
     return {"processes": processes, "messages": n, "seconds": end - start, "msg_per_s": n / (end - start)}
@@ -246,7 +250,7 @@ def run_lag(stack: Stack, devices: list[str], rate: float, seconds: float, tmp: 
             time.sleep(0.25)
         rss = peak_rss_mb(proc.pid)
         _stop(proc)
-        forget_session(stack.mqtt_port, client_id)
+        forget_session(stack, client_id)
         with psycopg.connect(stack.dsn) as conn:
             lags = [r[0] for r in conn.execute(
                 "SELECT extract(epoch FROM bench_at - time)::float8 FROM readings WHERE metric_key = 1")]

@@ -20,16 +20,19 @@ from paho.mqtt.enums import CallbackAPIVersion
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--account", required=True, help="user name and client id of an account on the broker")
+    p.add_argument("--password", required=True)
     p.add_argument("--file", required=True)
     p.add_argument("--rate", type=float, default=0, help="messages per second (0: as fast as possible)")
     p.add_argument("--stamp", action="store_true")
     p.add_argument("--topic", default=None, help="publish every message to this topic instead")
     a = p.parse_args()
     lines = [line.rstrip("\n").split("\t", 1) for line in open(a.file)]
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"loadgen-{time.time_ns()}",
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=a.account,
                     protocol=mqtt.MQTTv5)
     c.max_inflight_messages_set(1000)
     c.max_queued_messages_set(0)
+    c.username_pw_set(a.account, a.password)
     c.connect("127.0.0.1", a.port)
     c.loop_start()
     start = time.time()

@@ -69,12 +69,13 @@ def device_client(broker, device_id: str, password: str, client_id: str | None =
     return c
 
 
-def _link(broker, topic: str) -> mqtt.Client:
+def _link(broker, topic: str, via_bridge: bool = False) -> mqtt.Client:
     """One connection per (broker, account), shared by every Publisher: a registered device's own account,
-    or, for a topic of no registered device (a hostile or unknown one), the broker's bridge account."""
+    or, for a topic of no registered device (a hostile or unknown one) or when asked, the broker's bridge
+    account (what a gateway publishing for many devices uses)."""
     parts = topic.split("/")
     device = parts[3] if topic.startswith("city/v1/devices/") and len(parts) == 5 else None
-    if device in REGISTERED:
+    if device in REGISTERED and not via_bridge:
         account, password = device, device_password(broker, device)
     else:
         account = BRIDGE
@@ -111,14 +112,14 @@ class Publisher:
         self.broker = broker
 
     def publish(self, topic: str, payload, qos: int = 1, content_type: str | None = None, retain: bool = False,
-                wait: bool = True):
+                wait: bool = True, via_bridge: bool = False):
         if isinstance(payload, (dict, list)):
             payload = json.dumps(payload)
         props = None
         if content_type:
             props = Properties(PacketTypes.PUBLISH)
             props.ContentType = content_type
-        info = _link(self.broker, topic).publish(topic, payload, qos=qos, retain=retain, properties=props)
+        info = _link(self.broker, topic, via_bridge).publish(topic, payload, qos=qos, retain=retain, properties=props)
         if wait:
             info.wait_for_publish(10)
         return info

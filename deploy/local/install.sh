@@ -14,7 +14,11 @@
 #
 # Packages that carry a daemon (mosquitto, prometheus) are installed without starting it, and left
 # disabled when this script installed them: citysense runs its own broker on its own ports. A system
-# service that was already there is left alone.
+# broker that was already there is left alone, unless `make run` needs a port it holds
+# (CITYSENSE_INSTALL_FOR_RUN=1, set by `make run`): then it is stopped (not disabled), and this says so.
+#
+# The local stack's services (ingestor, API, simulator) run as the unprivileged system user `citysense`,
+# which this script creates.
 #
 # Environment: CITYSENSE_VENV (default: <repo>/.venv), CITYSENSE_PYTHON (default: python3),
 # CITYSENSE_EXTRAS (default: test; `make bench` adds bench).
@@ -128,7 +132,26 @@ case "$codename" in
   *) log "unsupported release '$codename' (Debian 12 bookworm or 13 trixie)"; exit 1 ;;
 esac
 
-apt_install mosquitto mosquitto-clients wrk prometheus systemd openssl faketime
+apt_install mosquitto mosquitto-clients wrk prometheus systemd openssl faketime iproute2
+
+# The user the local stack's services run as (no login, no home).
+if ! id -u citysense >/dev/null 2>&1; then
+  log "creating the system user citysense"
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin citysense
+fi
+
+# `make run` needs the broker ports: a system Mosquitto holding one of them is stopped, and only then.
+if [ "${CITYSENSE_INSTALL_FOR_RUN:-0}" = 1 ] && command -v ss >/dev/null 2>&1; then
+  for port in "${CITYSENSE_MQTT_PORT:-1883}" "${CITYSENSE_MQTT_TLS_PORT:-8883}"; do
+    [ "$port" = 0 ] && continue
+    holder=$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2 || true)
+    if [ -n "$holder" ] && [ "$(cat "/proc/$holder/comm" 2>/dev/null)" = mosquitto ] \
+       && ! grep -qa citysense "/proc/$holder/cmdline" 2>/dev/null; then
+      log "stopping the system Mosquitto: it holds port $port, which citysense up needs (systemctl start mosquitto brings it back)"
+      systemctl stop mosquitto >/dev/null 2>&1 || kill "$holder"
+    fi
+  done
+fi
 extras="${CITYSENSE_EXTRAS:-test}"
 
 # Python: a virtual environment with the project installed (editable) and its test extras. Reinstalled

@@ -224,6 +224,20 @@ class Control:
     def add_ingestor(self, client_id: str, password: str) -> None:
         self._replace(client_id, password, INGEST_ROLE)
 
+    def retire_ingestor(self, client_id: str, password: str | None) -> None:
+        """End an ingestor's persistent session and queue (a clean start as that account, with the
+        ingestors' ``password``), then delete its account so nobody can reconnect with it."""
+        if password:
+            c = client(self._endpoint, client_id, client_id, password)
+            connect(c, self._endpoint, clean_start=True)  # MQTT 5 clean start, session expiry 0: discarded
+            c.loop_start()
+            deadline = time.monotonic() + self._timeout
+            while not c.is_connected() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            c.disconnect()
+            c.loop_stop()
+        self.run([{"command": "deleteClient", "username": client_id}], allow=("not found",))
+
     def add_bridge(self, username: str, password: str) -> None:
         self._replace(username, password, BRIDGE_ROLE)
 

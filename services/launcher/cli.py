@@ -115,6 +115,10 @@ def cmd_broker(args) -> int:
     password = (s.mqtt_password.get_secret_value() if s.mqtt_password else None) or dynsec.new_password()
     control = dynsec.Control(Endpoint.of(s), s.mqtt_admin_username, admin)
     try:
+        if args.action == "retire-ingestor":
+            control.retire_ingestor(args.name, s.mqtt_password.get_secret_value() if s.mqtt_password else None)
+            log.info("ingestor %r retired: its session and queue are ended, its account deleted", args.name)
+            return 0
         (control.add_ingestor if args.action == "add-ingestor" else control.add_bridge)(args.name, password)
     except (dynsec.BrokerUnavailable, dynsec.CommandFailed, BrokerUnverified) as exc:
         log.error("%s", exc)
@@ -173,9 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--write-fleet", metavar="FILE", help="write a fleet definition for --devices and --seed to FILE "
                      "(edit it, then run it with CITYSENSE_SIM_FLEET_FILE=FILE)")
     br = sub.add_parser("broker", help="manage the broker's citysense accounts (dynamic security plugin)")
-    br.add_argument("action", choices=["init-config", "add-ingestor", "add-bridge"],
+    br.add_argument("action", choices=["init-config", "add-ingestor", "retire-ingestor", "add-bridge"],
                     help="init-config FILE: write the plugin's file (roles, admin account) for a new broker; "
-                         "add-ingestor CLIENT_ID: an account for one ingestor; add-bridge NAME: an account that may "
+                         "add-ingestor CLIENT_ID: an account for one ingestor; retire-ingestor CLIENT_ID: end its "
+                         "session and queue, and delete its account; add-bridge NAME: an account that may "
                          "publish for any device (a gateway, or `simulate --replay`)")
     br.add_argument("name", help="the file, the ingestor's client id, or the bridge's name")
     sub.add_parser("settings", help="print the table of settings")

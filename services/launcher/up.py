@@ -9,6 +9,7 @@ A child that dies is restarted after a pause, so a crash shows in the log instea
 from __future__ import annotations
 
 import os
+import pwd
 import secrets
 import signal
 import subprocess
@@ -51,16 +52,48 @@ def _admin_token(settings: Settings, secrets_file: Path) -> str:
     return settings.admin_token.get_secret_value() or _secret(secrets_file, "ADMIN_TOKEN")
 
 
+#: The unprivileged user the services run as when `up` runs as root (deploy/local/install.sh creates it).
+SERVICE_USER = "citysense"
+
+
+def service_user(python: str, readable: list[Path]) -> tuple[pwd.struct_passwd | None, str]:
+    """The user to run the services as, or None (with why) when they must stay with the caller: not
+    root, no such user, or the interpreter, the code or a file they read is out of that user's reach
+    (a checkout under /root, say)."""
+    if os.geteuid() != 0:
+        return None, ""
+    try:
+        user = pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        return None, f"there is no user {SERVICE_USER!r} (deploy/local/install.sh creates it)"
+    probe = "import services.launcher.cli, sys\nfor p in sys.argv[1:]: open(p, 'rb').close()"
+    try:
+        r = subprocess.run([python, "-c", probe, *map(str, readable)], cwd="/", user=user.pw_uid, group=user.pw_gid,
+                           extra_groups=[], env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent"},
+                           capture_output=True, text=True, timeout=60)
+        reachable = r.returncode == 0
+    except OSError:  # the interpreter itself is out of reach
+        reachable = False
+    if not reachable:
+        return None, (f"the user {SERVICE_USER!r} cannot reach this installation ({python} and its code): install "
+                      "it where other users may read it (e.g. /srv/citysense, or a wheel in /opt)")
+    return user, ""
+
+
 class Child:
-    def __init__(self, name: str, args: list[str], env: dict[str, str]):
-        self.name, self.args, self.env = name, args, env
+    def __init__(self, name: str, args: list[str], env: dict[str, str], user: pwd.struct_passwd | None = None):
+        self.name, self.args, self.env, self.user = name, args, env, user
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
 
     def start(self) -> None:
         # A session of its own: Ctrl-C reaches only the supervisor, which then stops the children in
         # order (simulator, API, ingestor, broker, database) instead of all at once.
-        self.proc = subprocess.Popen(self.args, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True)
+        drop = {} if self.user is None else {
+            "user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": [], "cwd": "/",
+            "env": {**self.env, "HOME": "/nonexistent", "USER": self.user.pw_name, "LOGNAME": self.user.pw_name}}
+        self.proc = subprocess.Popen(self.args, **{"env": self.env, **drop}, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
 
     def stop(self, timeout: float = 20) -> None:
         if self.proc and self.proc.poll() is None:
@@ -128,15 +161,22 @@ def up(settings: Settings, simulator: bool = True) -> int:
                       "CITYSENSE_MQTT_PASSWORD": broker.ingest_password}
         api_env = {**base, "CITYSENSE_DATABASE_URL": cluster.dsn, "CITYSENSE_ADMIN_TOKEN": token,
                    "CITYSENSE_MQTT_ADMIN_PASSWORD": broker.admin_password}
+        # the simulator's devices' passwords, in a directory of the user the services run as
+        sim_dir = service_dir(home, "simulator", SERVICE_USER if _user_exists(SERVICE_USER) else "root")
         sim_env = {**base, "CITYSENSE_ADMIN_TOKEN": token, "CITYSENSE_SIM_API_URL": api,
-                   "CITYSENSE_SIM_CREDENTIALS_FILE": str(home / "sim-credentials.json")}
+                   "CITYSENSE_SIM_CREDENTIALS_FILE": str(sim_dir / "credentials.json")}
         cli = [sys.executable, "-m", "services.launcher.cli"]
-        children = [Child("ingestor", [*cli, "ingest"], ingest_env), Child("API", [*cli, "api"], api_env)]
+        # Services that parse what strangers send run unprivileged (as root only when they cannot).
+        user, why_not = service_user(sys.executable, [ca.ca_file])
+        if user is None and why_not:
+            _say(f"running the services as root: {why_not}")
+        children = [Child("ingestor", [*cli, "ingest"], ingest_env, user), Child("API", [*cli, "api"], api_env, user)]
         if simulator:
             # On a fresh database the fleet first backfills a day, so AQI (NowCast), noise (Lden) and
             # daily cycles have something to show from the first minute.
             empty = not any_stored(cluster.dsn)
-            children.append(Child("simulator", [*cli, "simulate", *(["--backfill-hours", "24"] if empty else [])], sim_env))
+            children.append(Child("simulator", [*cli, "simulate", *(["--backfill-hours", "24"] if empty else [])], sim_env,
+                                  user))
         for child in children:
             child.start()
         if simulator:  # a restarted simulator carries on live; the history is already there
@@ -206,6 +246,14 @@ def _wait_for_api(api: str, stop: threading.Event, timeout: float = 60) -> None:
         except OSError:
             pass
         time.sleep(0.3)
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
 
 
 def _record_pids(path: Path, pids: list[int]) -> None:

@@ -53,6 +53,15 @@ def test_systemd_services_run_sandboxed_as_citysense_from_one_environment_file()
         assert "Requires=citysense-migrate.service" in text and "After=citysense-migrate.service" in text
     env = (DEPLOY / "systemd" / "citysense.env").read_text()
     assert "CITYSENSE_INGEST_SHARE_GROUP=" in env
+    assert "CITYSENSE_MQTT_URL=mqtts://" in env and "CITYSENSE_MQTT_CA_FILE=" in env  # TLS, verified
+    # the admin's secrets are the API's only: not in the file every unit reads
+    assert "ADMIN" not in env
+    api_env = (DEPLOY / "systemd" / "api.env").read_text()
+    assert "CITYSENSE_ADMIN_TOKEN=" in api_env and "CITYSENSE_MQTT_ADMIN_PASSWORD=" in api_env
+    assert "\nEnvironmentFile=/etc/citysense/api.env\n" in (DEPLOY / "systemd" / "citysense-api.service").read_text()
+    for name in UNITS[:3]:
+        if name != "citysense-api.service":
+            assert "api.env" not in (DEPLOY / "systemd" / name).read_text()
 
 
 # -- Kubernetes ----------------------------------------------------------------------------------------
@@ -96,9 +105,24 @@ def test_kubernetes_api_ingestors_migrations_and_secrets_are_wired(overlay):
     job = _one(overlay, "Job", "citysense-migrate")["spec"]["template"]["spec"]["containers"][0]
     assert job["args"] == ["migrate"]
     secret = _one(overlay, "Secret", "citysense-secrets")
-    assert {"CITYSENSE_DATABASE_URL", "CITYSENSE_ADMIN_TOKEN", "CITYSENSE_MQTT_PASSWORD"} <= set(secret["data"])
+    assert {"CITYSENSE_DATABASE_URL", "CITYSENSE_MQTT_PASSWORD"} <= set(secret["data"])
+    api_secret = _one(overlay, "Secret", "citysense-api-secrets")  # the admin's secrets: the API's only
+    assert {"CITYSENSE_ADMIN_TOKEN", "CITYSENSE_MQTT_ADMIN_PASSWORD"} <= set(api_secret["data"])
     refs = {r["secretRef"]["name"] for r in c["envFrom"] if "secretRef" in r}
-    assert refs == {secret["metadata"]["name"]}  # the generated name (with its hash) is what the pods use
+    # the generated names (with their hashes) are what the pods use
+    assert refs == {secret["metadata"]["name"], api_secret["metadata"]["name"]}
+    assert {r["secretRef"]["name"] for r in ic["envFrom"] if "secretRef" in r} == {secret["metadata"]["name"]}
+    # the broker over TLS only, verified against the CA mounted where the settings say
+    config = _one(overlay, "ConfigMap", "citysense-config")["data"]
+    assert config["CITYSENSE_MQTT_CA_FILE"] == "/etc/citysense/tls/ca.crt"
+    ca = next(d for d in overlay if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("citysense-mqtt-ca"))
+    for ctr, pod in ((c, api), (ic, ingest)):
+        mount = next(m for m in ctr["volumeMounts"] if m["mountPath"] == "/etc/citysense/tls")
+        volume = next(v for v in pod["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+        assert volume["configMap"]["name"] == ca["metadata"]["name"] and "ca.crt" in ca["data"]
+    env = dict(line.split("=", 1) for line in (DEPLOY / "kubernetes" / "overlays" / "example" / "secrets.env")
+               .read_text().splitlines() if "=" in line)
+    assert env["CITYSENSE_MQTT_URL"].startswith("mqtts://")
     for d in overlay:
         pod = d["spec"].get("template", {}).get("spec") if d["kind"] in ("Deployment", "StatefulSet", "Job") else None
         if pod:

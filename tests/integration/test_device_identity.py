@@ -260,3 +260,56 @@ def test_plain_port_can_be_turned_off(workdir):
     finally:
         b.stop()
 
+
+
+def test_a_new_broker_is_set_up_with_the_cli(workdir, tmp_path):
+    """What deploy/mosquitto/README.md tells a city to do, with the real tools: `citysense broker
+    init-config` writes the plugin's file, a real Mosquitto takes it, `add-ingestor` makes an account the
+    ingestor can use, `retire-ingestor` deletes it again."""
+    import os
+    import subprocess
+    import sys
+
+    from services.launcher.stack import dynsec_plugin, owned_dir, wait_for_port
+
+    d = owned_dir(workdir, unique("mq-cli"), "mosquitto")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")},
+           "CITYSENSE_MQTT_ADMIN_PASSWORD": "admin-password-0123456789"}
+
+    def cli(*args, **extra):
+        return subprocess.run([sys.executable, "-m", "services.launcher.cli", "broker", *args], env={**env, **extra},
+                              capture_output=True, text=True, timeout=60)
+
+    r = cli("init-config", str(d / "dynsec.json"))
+    assert r.returncode == 0, r.stderr
+    port = free_port()
+    (d / "m.conf").write_text(f"allow_anonymous false\nplugin {dynsec_plugin()}\nplugin_opt_config_file {d}/dynsec.json\n"
+                              f"persistence false\nlistener {port} 127.0.0.1\n")
+    import pwd
+    m = pwd.getpwnam("mosquitto")
+    for p in (d / "dynsec.json", d / "m.conf"):
+        os.chown(p, m.pw_uid, m.pw_gid)
+    proc = subprocess.Popen(["mosquitto", "-c", str(d / "m.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port("127.0.0.1", port, 10)
+        url = {"CITYSENSE_MQTT_URL": f"mqtt://127.0.0.1:{port}"}
+        r = cli("add-ingestor", "citysense-ingest-test-1", **url)
+        assert r.returncode == 0, r.stderr
+        password = dict(line.split("=", 1) for line in r.stdout.split())["CITYSENSE_MQTT_PASSWORD"]
+        assert password not in r.stderr  # shown once, on standard output, never in the log
+        ep = Endpoint("127.0.0.1", port)
+        w = Watched(ep, "citysense-ingest-test-1", "citysense-ingest-test-1", password)
+        assert not w.connack.is_failure
+        w.c.subscribe("$share/g/city/v1/devices/+/readings", qos=1)
+        wait_until(lambda: w.subacks, 10)
+        assert not w.subacks[0].is_failure
+        w.close()
+        r = cli("retire-ingestor", "citysense-ingest-test-1", CITYSENSE_MQTT_PASSWORD=password, **url)
+        assert r.returncode == 0, r.stderr
+        w = Watched(ep, "citysense-ingest-test-1", "citysense-ingest-test-1", password)
+        assert w.connack.is_failure
+        w.close()
+        assert cli("add-ingestor", "x", CITYSENSE_MQTT_ADMIN_PASSWORD="wrong-password-000", **url).returncode == 2
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -72,9 +72,10 @@ def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path):
     for key in ("ADMIN_TOKEN", "MQTT_ADMIN_PASSWORD", "MQTT_INGEST_PASSWORD"):
         assert secrets[key] not in out, f"{key} printed"
     # the simulated devices connected over TLS, each with its own account
-    creds = json.loads((home / "sim-credentials.json").read_text())
+    creds_file = home / "simulator" / "credentials.json"
+    creds = json.loads(creds_file.read_text())
     assert len(creds) == 100 and len(set(creds.values())) == 100
-    assert oct((home / "sim-credentials.json").stat().st_mode & 0o777) == "0o600"
+    assert oct(creds_file.stat().st_mode & 0o777) == "0o600"
     for port in ports.values():  # every process it started has gone
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -26,16 +27,21 @@ SKIP = {".git", ".venv", ".citysense", "__pycache__", "build", "dist", ".pytest_
 def installed(tmp_path_factory):
     """(venv, wheel): the wheel built with `python -m build` from a copy of the source tree, installed
     with pip in a new virtual environment; neither lives in the checkout."""
-    root = tmp_path_factory.mktemp("wheel")
+    # Where other users may read it, as a packager installs (/opt): `up` then runs its services unprivileged.
+    root = Path(tempfile.mkdtemp(prefix="citysense-wheel-", dir="/var/tmp"))
+    os.chmod(root, 0o755)
     src = root / "src"
     shutil.copytree(REPO, src, ignore=lambda d, names: [n for n in names if n in SKIP or n.endswith(".egg-info")])
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(root / "dist"), str(src)],
                    check=True, capture_output=True, timeout=240)
     wheel = next((root / "dist").glob("citysense-*.whl"))
     venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # The system's Python where there is one (what a Debian package or a container would use)
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=120)
     subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], check=True, capture_output=True, timeout=600)
-    return venv, wheel
+    yield venv, wheel
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _env(**settings) -> dict[str, str]:
@@ -128,18 +134,37 @@ def test_installed_services_find_everything_they_need(installed, pg, broker, tmp
         _stop(api)
 
 
-def test_installed_up_runs_the_stack_from_outside_the_checkout(installed, tmp_path):
+def _service_users(venv: Path) -> dict[str, str]:
+    """command (ingest, api) → the user name of the running process of this installation."""
+    import pwd
+
+    found = {}
+    for d in Path("/proc").iterdir():
+        try:
+            args = (d / "cmdline").read_bytes().split(b"\0")
+            if args and args[0].decode().startswith(str(venv)) and b"services.launcher.cli" in args:
+                found[args[args.index(b"services.launcher.cli") + 1].decode()] = pwd.getpwuid(d.stat().st_uid).pw_name
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def test_installed_up_runs_the_stack_from_outside_the_checkout(installed):
     venv, _ = installed
     ports = {k: free_port() for k in ("pg", "mqtt", "mqtts", "api", "metrics")}
-    os.chmod(tmp_path, 0o755)  # the postgres and mosquitto users must reach their directories
-    proc = _start(venv, tmp_path, "up", "--no-simulator", home=tmp_path / "home", pg_port=ports["pg"],
+    home = Path(tempfile.mkdtemp(prefix="citysense-home-", dir="/var/tmp"))
+    os.chmod(home, 0o755)  # the postgres, mosquitto and citysense users must reach their directories
+    proc = _start(venv, home, "up", "--no-simulator", home=home / "home", pg_port=ports["pg"],
                   mqtt_port=ports["mqtt"], mqtt_tls_port=ports["mqtts"], api_port=ports["api"],
                   ingest_metrics_port=ports["metrics"])
     try:
         wait_until(lambda: _ready(f"http://127.0.0.1:{ports['api']}/readyz"), 120, interval=0.5, what="`up` from the wheel")
         wait_until(lambda: _ready(f"http://127.0.0.1:{ports['metrics']}/readyz"), 30, what="its ingestor")
+        # the services that parse what strangers send do not run as root
+        assert _service_users(venv) == {"ingest": "citysense", "api": "citysense"}
     finally:
         assert _stop(proc) == 0
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_migrate_refuses_when_the_installation_lost_its_migrations(installed, pg, tmp_path):

@@ -29,7 +29,7 @@ def test_every_package_directory_is_in_the_wheel():
 def test_resources_are_found_as_package_data():
     versions = [m.version for m in migrate.discover()]
     assert versions == sorted(versions) and versions[0] == 1
-    assert "listener {port} {bind}" in stack.MOSQUITTO_TEMPLATE.read_text()
+    assert "{listeners}" in stack.MOSQUITTO_TEMPLATE.read_text()
     assert len(fleet.load_fleet()) >= 500
     city = areas.baltimore()
     assert len(city.csas) == 55 and len(city.neighbourhoods) == 278
