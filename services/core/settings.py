@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     )
     environment: str = Field(
         "production",
-        description="`development` allows a weak admin token (`citysense up` sets it); anything else refuses one.",
+        description="`development` allows a weak admin token while the API listens on loopback only (`citysense up` sets "
+                    "it); anything else refuses one.",
     )
     api_max_page_size: int = Field(1000, ge=1, le=100_000, description="Largest `limit` a list accepts.")
     api_default_page_size: int = Field(100, ge=1, description="`limit` when a list request gives none.")
@@ -251,7 +252,7 @@ class Settings(BaseSettings):
     def admin_token_problem(self) -> str | None:
         """Why the admin token may not be used, or None when it may."""
         token = self.admin_token.get_secret_value()
-        if self.environment == "development":
+        if self.environment == "development" and self.api_host in ("127.0.0.1", "::1", "localhost"):
             return None if token else "CITYSENSE_ADMIN_TOKEN is empty"
         if token.lower() in WEAK_TOKENS or len(token) < 16:
             return "CITYSENSE_ADMIN_TOKEN is empty, a default, or shorter than 16 characters"

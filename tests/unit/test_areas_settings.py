@@ -65,11 +65,15 @@ def test_secrets_never_show(monkeypatch):
     assert redact_url(s.dsn) == "postgresql://u:***@db/x"
 
 
-@pytest.mark.parametrize("env, token, ok", [
-    ("production", "", False), ("production", "changeme", False), ("production", "short", False),
-    ("production", "a-long-random-token-123", True), ("development", "dev", True), ("development", "", False),
+@pytest.mark.parametrize("env, token, host, ok", [
+    ("production", "", "127.0.0.1", False), ("production", "changeme", "127.0.0.1", False),
+    ("production", "short", "127.0.0.1", False), ("production", "a-long-random-token-123", "0.0.0.0", True),
+    ("development", "dev", "127.0.0.1", True), ("development", "", "127.0.0.1", False),
+    # development on an address others reach: a weak token is refused there too
+    ("development", "admin", "0.0.0.0", False), ("development", "a-long-random-token-123", "0.0.0.0", True),
 ])
-def test_weak_admin_tokens_are_refused_outside_development(monkeypatch, env, token, ok):
+def test_weak_admin_tokens_are_refused_outside_local_development(monkeypatch, env, token, host, ok):
     monkeypatch.setenv("CITYSENSE_ENVIRONMENT", env)
     monkeypatch.setenv("CITYSENSE_ADMIN_TOKEN", token)
+    monkeypatch.setenv("CITYSENSE_API_HOST", host)
     assert (Settings().admin_token_problem() is None) == ok
