@@ -10,6 +10,8 @@
 #   - Every other program the test suite calls: wrk (the benchmarks' smoke test), promtool (Debian's
 #     prometheus package: the alerting rules), systemd-analyze (the unit files), openssl, and libfaketime
 #     (an ingestor with a skewed clock).
+#   - The dashboard's JavaScript libraries, with npm (Debian's nodejs and npm when missing).
+#   - Chromium and its WebDriver (Debian's chromium, chromium-driver): the dashboard's browser tests.
 #   - A Python virtual environment in .venv with the project and its test extras.
 #
 # Packages that carry a daemon (mosquitto, prometheus) are installed without starting it, and left
@@ -132,7 +134,7 @@ case "$codename" in
   *) log "unsupported release '$codename' (Debian 12 bookworm or 13 trixie)"; exit 1 ;;
 esac
 
-apt_install mosquitto mosquitto-clients wrk prometheus systemd openssl faketime iproute2
+apt_install mosquitto mosquitto-clients wrk prometheus systemd openssl faketime iproute2 chromium chromium-driver
 
 # The user the local stack's services run as (no login, no home).
 if ! id -u citysense >/dev/null 2>&1; then
@@ -153,6 +155,25 @@ if [ "${CITYSENSE_INSTALL_FOR_RUN:-0}" = 1 ] && command -v ss >/dev/null 2>&1; t
   done
 fi
 extras="${CITYSENSE_EXTRAS:-test}"
+
+# The dashboard's map and chart libraries (Leaflet, uPlot), from npm's registry at the versions and
+# checksums services/api/dashboard/package-lock.json pins, copied into the package's static/vendor/ (which
+# the wheel then carries; never committed, never loaded from a CDN). Redone only when the lockfile changes.
+dash="$repo/services/api/dashboard"
+vendor="$dash/static/vendor"
+assets="$(sha256sum "$dash/package-lock.json" | cut -d' ' -f1)"
+if [ ! -f "$vendor/.lock-sha256" ] || [ "$(cat "$vendor/.lock-sha256")" != "$assets" ]; then
+  command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+  log "npm ci (the dashboard's Leaflet and uPlot)"
+  (cd "$dash" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null)
+  rm -rf "$vendor"; mkdir -p "$vendor/images"
+  cp "$dash/node_modules/leaflet/dist/leaflet.js" "$dash/node_modules/leaflet/dist/leaflet.css" "$vendor/"
+  cp "$dash/node_modules/leaflet/dist/images/"*.png "$vendor/images/"
+  cp "$dash/node_modules/leaflet/LICENSE" "$vendor/LICENSE.leaflet"
+  cp "$dash/node_modules/uplot/dist/uPlot.iife.min.js" "$dash/node_modules/uplot/dist/uPlot.min.css" "$vendor/"
+  cp "$dash/node_modules/uplot/LICENSE" "$vendor/LICENSE.uplot"
+  echo "$assets" > "$vendor/.lock-sha256"
+fi
 
 # Python: a virtual environment with the project installed (editable) and its test extras. Reinstalled
 # only when pyproject.toml changes.

@@ -6,10 +6,14 @@ import asyncio
 import gc
 import logging
 import os
+from importlib.resources import files
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 from starlette.responses import Response
 
@@ -77,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Sensor readings and quality-of-life indicators for Baltimore's neighbourhoods.",
         lifespan=lifespan,
+        docs_url=None,  # served below from installed files, never from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.pool = None
@@ -95,6 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         def prometheus_metrics():
             return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    install_pages(app, settings)
+
     def openapi() -> dict:
         if app.openapi_schema is None:
             app.openapi_schema = problems.add_component(get_openapi(
@@ -102,6 +110,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return app.openapi_schema
     app.openapi = openapi
     return app
+
+
+DASHBOARD = files("services.api.dashboard") / "static"
+#: Swagger UI 5 (it reads OpenAPI 3.1), as the fastapi-offline package installs it.
+SWAGGER = files("fastapi_offline") / "static"
+
+
+def install_pages(app: FastAPI, settings: Settings) -> None:
+    """The pages for people: the dashboard at / and the API documentation at /docs, both from files
+    installed with citysense (the dashboard's libraries come from npm; see services/api/dashboard/)."""
+    app.mount("/static/docs", StaticFiles(directory=str(SWAGGER)), name="swagger")
+    app.mount("/static", StaticFiles(directory=str(DASHBOARD)), name="dashboard")
+
+    @app.get("/", include_in_schema=False)
+    def dashboard():
+        return FileResponse(str(DASHBOARD / "index.html"), headers={"Cache-Control": "no-cache"})
+
+    @app.get("/dashboard/config.json", include_in_schema=False)
+    def dashboard_config():
+        return {"tiles": settings.dashboard_tiles_url, "attribution": settings.dashboard_tiles_attribution,
+                "timezone": settings.timezone, "refresh_s": settings.dashboard_refresh_s}
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} API",
+                                   swagger_js_url="/static/docs/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/docs/swagger-ui.css",
+                                   swagger_favicon_url="/static/docs/favicon.png")
 
 
 def serve_metrics(settings: Settings, registry):

@@ -86,6 +86,13 @@ class Settings(BaseSettings):
         description="Reverse proxies trusted to set X-Forwarded-Proto/-For (comma-separated addresses or networks; "
                     "`*` trusts any, only behind a proxy that overwrites them).",
     )
+    dashboard_tiles_url: str | None = Field(
+        None,
+        description="A background tile layer for the dashboard's map (`https://…/{z}/{x}/{y}.png`); unset: the CSA "
+                    "boundaries alone, which need no tile server and no internet.",
+    )
+    dashboard_tiles_attribution: str = Field("", max_length=300, description="The tile layer's attribution.")
+    dashboard_refresh_s: int = Field(60, ge=1, le=3600, description="Seconds between two refreshes of the dashboard.")
     publisher: str = Field("Baltimore City Office of Information & Technology", description="Publisher named in data.json.")
     contact_name: str = Field("Baltimore City Open Data", description="Contact point named in data.json.")
     contact_email: str = Field("opendata@baltimorecity.gov", description="Contact e-mail in data.json.")

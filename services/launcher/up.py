@@ -189,6 +189,7 @@ def up(settings: Settings, simulator: bool = True) -> int:
         print(
             "\n"
             "citysense is up\n"
+            f"  dashboard      {api}/\n"
             f"  API            {api}\n"
             f"  API docs       {api}/docs\n"
             f"  API metrics    {api}/metrics\n"

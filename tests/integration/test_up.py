@@ -60,13 +60,21 @@ def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path):
         wait_until(lambda: readings_of(base, device_id, since) > first, timeout=30, what="more readings")
         # the first run backfilled a day, so the quality-of-life answers have data at once
         assert readings_of(base, device_id, since - timedelta(hours=20)) > first
+        # the dashboard is there, and the city's air, heat and noise are on it within a minute of start-up
+        page = httpx.get(f"{base}/")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"] and "citysense" in page.text
+
+        def shown():
+            rows = httpx.get(f"{base}/v1/qol/summary", timeout=30).json()["items"]
+            return all(any(r[k] is not None for r in rows) for k in ("aqi", "heat_index_f", "noise_leq_24h"))
+        wait_until(shown, timeout=60, interval=2, what="AQI, heat index and noise on the dashboard's map")
         metrics = httpx.get(f"http://127.0.0.1:{ports['metrics']}/metrics").text
         assert "citysense_ingest_readings_stored_total" in metrics
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=90)
     assert proc.returncode == 0, out
-    assert "admin token" in out and f"{base}/docs" in out
+    assert "admin token" in out and f"{base}/docs" in out and f"dashboard      {base}/" in out
     assert "***@" in out  # the database password is not printed
     secrets = dict(line.split("=", 1) for line in (home / "secrets.env").read_text().splitlines() if "=" in line)
     for key in ("ADMIN_TOKEN", "MQTT_ADMIN_PASSWORD", "MQTT_INGEST_PASSWORD"):

@@ -20,7 +20,7 @@ from services.launcher.stack import free_port
 from tests.helpers import REPO, count, unique, wait_until
 
 pytestmark = pytest.mark.slow
-SKIP = {".git", ".venv", ".citysense", "__pycache__", "build", "dist", ".pytest_cache", ".hypothesis"}
+SKIP = {".git", ".venv", ".citysense", "__pycache__", "build", "dist", ".pytest_cache", ".hypothesis", "node_modules"}
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +94,10 @@ def test_the_wheel_carries_the_schema_broker_template_fleet_and_boundaries(insta
     names = set(zipfile.ZipFile(installed[1]).namelist())
     for f in (REPO / "migrations").glob("*.sql"):
         assert f"services/migrations/{f.name}" in names
+    # the dashboard and its libraries (copied from npm by the install script), the API documentation's files
+    assert {"services/api/dashboard/static/index.html", "services/api/dashboard/static/app.js",
+            "services/api/dashboard/static/vendor/leaflet.js", "services/api/dashboard/static/vendor/leaflet.css",
+            "services/api/dashboard/static/vendor/uPlot.iife.min.js"} <= names
     assert {"services/deploy/mosquitto/mosquitto.conf.template", "simulators/baltimore_fleet.json",
             "services/core/data/csas.geojson", "services/core/data/neighbourhoods.geojson"} <= names
 
@@ -160,6 +164,11 @@ def test_installed_up_runs_the_stack_from_outside_the_checkout(installed):
     try:
         wait_until(lambda: _ready(f"http://127.0.0.1:{ports['api']}/readyz"), 120, interval=0.5, what="`up` from the wheel")
         wait_until(lambda: _ready(f"http://127.0.0.1:{ports['metrics']}/readyz"), 30, what="its ingestor")
+        # the dashboard and the documentation, with every file they load, from the installed package
+        base = f"http://127.0.0.1:{ports['api']}"
+        for path in ("/", "/static/app.js", "/static/vendor/leaflet.js", "/static/vendor/uPlot.iife.min.js",
+                     "/docs", "/static/docs/swagger-ui-bundle.js"):
+            assert httpx.get(base + path, timeout=10).status_code == 200, path
         # the services that parse what strangers send do not run as root
         assert _service_users(venv) == {"ingest": "citysense", "api": "citysense"}
     finally:
