@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run test bench
+.PHONY: install run test test-ha bench
 
 install:
 	@bash deploy/local/install.sh
@@ -16,6 +16,10 @@ run:
 
 test: install
 	@$(PY) -m pytest $(PYTEST_ARGS)
+
+# PostgreSQL failover under load: etcd and two Patroni-managed nodes on this machine (tests/ha/).
+test-ha: install
+	@$(PY) -m pytest -m ha tests/ha $(PYTEST_ARGS)
 
 bench:
 	@CITYSENSE_EXTRAS=test,bench bash deploy/local/install.sh

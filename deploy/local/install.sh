@@ -12,9 +12,10 @@
 #     (an ingestor with a skewed clock).
 #   - The dashboard's JavaScript libraries, with npm (Debian's nodejs and npm when missing).
 #   - Chromium and its WebDriver (Debian's chromium, chromium-driver): the dashboard's browser tests.
+#   - Patroni and etcd (Debian's patroni, etcd-server): the failover test (make test-ha).
 #   - A Python virtual environment in .venv with the project and its test extras.
 #
-# Packages that carry a daemon (mosquitto, prometheus) are installed without starting it, and left
+# Packages that carry a daemon (mosquitto, prometheus, etcd, patroni) are installed without starting it, and left
 # disabled when this script installed them: citysense runs its own broker on its own ports. A system
 # broker that was already there is left alone, unless `make run` needs a port it holds
 # (CITYSENSE_INSTALL_FOR_RUN=1, set by `make run`): then it is stopped (not disabled), and this says so.
@@ -66,7 +67,10 @@ apt_install() {
   # Daemons this run installed stay off: citysense starts its own instances on its own ports.
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     for p in "${missing[@]}"; do
-      case "$p" in mosquitto|prometheus) systemctl disable --now "$p" >/dev/null 2>&1 || true ;; esac
+      case "$p" in
+        mosquitto|prometheus|patroni) systemctl disable --now "$p" >/dev/null 2>&1 || true ;;
+        etcd-server) systemctl disable --now etcd >/dev/null 2>&1 || true ;;
+      esac
     done
   fi
 }
@@ -134,7 +138,8 @@ case "$codename" in
   *) log "unsupported release '$codename' (Debian 12 bookworm or 13 trixie)"; exit 1 ;;
 esac
 
-apt_install mosquitto mosquitto-clients wrk prometheus systemd openssl faketime iproute2 chromium chromium-driver
+apt_install mosquitto mosquitto-clients wrk prometheus systemd openssl faketime iproute2 chromium chromium-driver \
+  patroni etcd-server
 
 # The user the local stack's services run as (no login, no home).
 if ! id -u citysense >/dev/null 2>&1; then

@@ -45,6 +45,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                           statement_timeout_ms=settings.api_statement_timeout_ms, idle_in_transaction_ms=60_000)
         await pool.open(wait=False)
         app.state.pool = pool
+        read_pool = None
+        if settings.api_read_database_url is not None:
+            read_pool = async_pool(settings.api_read_database_url.get_secret_value(), "citysense-api-read",
+                                   size=settings.api_pool_size, statement_timeout_ms=settings.api_statement_timeout_ms,
+                                   idle_in_transaction_ms=60_000)
+            await read_pool.open(wait=False)
+        app.state.read_pool = read_pool
         # Downloads have their own small pool, so however many stall they never take the others' connections;
         # the database ends one whose client stops reading (idle in transaction) or that runs too long.
         export_pool = async_pool(settings.dsn, "citysense-export", size=settings.api_export_concurrency,
@@ -74,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if app.state.accounts is not None:
                 app.state.accounts.close()
             await export_pool.close()
+            if read_pool is not None:
+                await read_pool.close()
             await pool.close()
 
     app = FastAPI(
@@ -86,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.pool = None
+    app.state.read_pool = None
     app.state.accounts = None
     app.state.cache = AnswerCache(settings.api_cache_s)
     metrics = ApiMetrics(lambda: app.state.pool)

@@ -19,6 +19,11 @@ def get_settings(request: Request) -> Settings:
 
 
 def get_pool(request: Request) -> AsyncConnectionPool:
+    """The pool for this request: reads go to the read pool when there is one (CITYSENSE_API_READ_DATABASE_URL,
+    e.g. standbys), writes always to the primary's."""
+    read = request.app.state.read_pool
+    if read is not None and request.method in ("GET", "HEAD"):
+        return read
     return request.app.state.pool
 
 

@@ -47,8 +47,14 @@ class Endpoint:
 
     @classmethod
     def of(cls, settings) -> "Endpoint":
-        """The broker that a services.core.settings.Settings names."""
-        return cls.from_url(settings.mqtt_url, settings.mqtt_ca_file, settings.mqtt_cert_file, settings.mqtt_key_file)
+        """The broker that a services.core.settings.Settings names (the first, when it names several)."""
+        return cls.all_of(settings)[0]
+
+    @classmethod
+    def all_of(cls, settings) -> list["Endpoint"]:
+        """Every broker CITYSENSE_MQTT_URL names (comma-separated), in order."""
+        return [cls.from_url(url.strip(), settings.mqtt_ca_file, settings.mqtt_cert_file, settings.mqtt_key_file)
+                for url in settings.mqtt_url.split(",")]
 
     @property
     def url(self) -> str:

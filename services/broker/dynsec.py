@@ -199,11 +199,15 @@ class Control:
         from an earlier device with this id (purged) is replaced."""
         password = new_password()
         role = device_role(device_id)
-        self.run([{"command": "deleteClient", "username": device_id}, {"command": "deleteRole", "rolename": role["rolename"]}],
-                 allow=("not found",))
-        self.run([{"command": "createRole", **role},
-                  {"command": "createClient", "username": device_id, "clientid": device_id, "password": password,
-                   "roles": [{"rolename": role["rolename"]}]}])
+        # One message, one round trip: the plugin runs its commands in order
+        answers = self.run([{"command": "deleteClient", "username": device_id},
+                            {"command": "deleteRole", "rolename": role["rolename"]},
+                            {"command": "createRole", **role},
+                            {"command": "createClient", "username": device_id, "clientid": device_id, "password": password,
+                             "roles": [{"rolename": role["rolename"]}]}], allow=("not found",))
+        for answer in answers[2:]:
+            if answer.get("error"):
+                raise CommandFailed(f"{answer.get('command')}: {answer['error']}")
         return password
 
     def rotate_device(self, device_id: str) -> str:

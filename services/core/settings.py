@@ -27,9 +27,15 @@ class Settings(BaseSettings):
         SecretStr("postgresql://citysense@127.0.0.1:5433/citysense"),
         description="PostgreSQL (TimescaleDB) connection URL; its password is never logged.",
     )
+    api_read_database_url: SecretStr | None = Field(
+        None,
+        description="Where the API sends its reads (GET requests), e.g. a standby: a libpq multi-host URL with "
+                    "`target_session_attrs=prefer-standby`. Unset: the database URL. Writes always go to the database URL.",
+    )
     mqtt_url: str = Field(
         "mqtt://127.0.0.1:1883",
-        description="MQTT broker: `mqtts://host:port` (TLS, verified) or `mqtt://host:port` (plain, for a broker on this host).",
+        description="MQTT broker: `mqtts://host:port` (TLS, verified) or `mqtt://host:port` (plain, for a broker on this host). "
+                    "Several, comma-separated: the ingestor moves to the next when one fails (each keeps its own session).",
     )
     mqtt_ca_file: Path | None = Field(
         None, description="CA certificate(s) that signed the broker's certificate (unset: the system's trusted CAs)."
@@ -214,13 +220,14 @@ class Settings(BaseSettings):
     @field_validator("mqtt_url")
     @classmethod
     def _mqtt_url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not parts.hostname:
-            raise ValueError("must look like mqtts://host:port or mqtt://host:port")
-        try:
-            parts.port
-        except ValueError as exc:
-            raise ValueError(f"bad port in {v!r}") from exc
+        for url in v.split(","):
+            parts = urlsplit(url.strip())
+            if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not parts.hostname:
+                raise ValueError("must look like mqtts://host:port or mqtt://host:port (or several, comma-separated)")
+            try:
+                parts.port
+            except ValueError as exc:
+                raise ValueError(f"bad port in {url!r}") from exc
         return v
 
     @field_validator("public_url")

@@ -50,11 +50,17 @@ class Subscriber:
         self._now = now  # receipt time (corrected for this host's clock offset)
         self._metrics = metrics
         self.connected = False
-        self._endpoint = Endpoint.of(settings)
+        #: Brokers to try in turn (CITYSENSE_MQTT_URL may list several): after a connection fails or is lost,
+        #: the next one. Each broker keeps its own persistent session for this client id: messages queued on
+        #: one while the ingestor is on another wait there until it comes back (or the session expires).
+        self._endpoints = Endpoint.all_of(settings)
+        self._current = 0
+        self._endpoint = self._endpoints[0]
         c = client(self._endpoint, settings.client_id, *settings.mqtt_account, manual_ack=True)
         c.reconnect_delay_set(min_delay=1, max_delay=15)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
+        c.on_connect_fail = self._on_connect_fail
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
         self._client = c
@@ -83,13 +89,26 @@ class Subscriber:
         props.ReceiveMaximum = self._settings.ingest_inflight
         # A first connection now, so a broker whose certificate cannot be verified is a start-up error
         # (BrokerUnverified) instead of a log of retries; a broker that is down is retried by paho.
-        try:
-            connect(self._client, self._endpoint, keepalive=30, clean_start=False, properties=props)
-        except OSError as exc:
-            log.warning("the broker at %s does not answer yet (%s); retrying", self._endpoint.url, exc)
-            self._client.connect_async(self._endpoint.host, self._endpoint.port, keepalive=30, clean_start=False,
-                                       properties=props)
+        self._props = props
+        for i, endpoint in enumerate(self._endpoints):
+            try:
+                self._current, self._endpoint = i, endpoint
+                connect(self._client, endpoint, keepalive=30, clean_start=False, properties=props)
+                break
+            except OSError as exc:
+                log.warning("the broker at %s does not answer (%s)", endpoint.url, exc)
+        else:
+            self._next_broker()
         self._client.loop_start()
+
+    def _next_broker(self) -> None:
+        """Point paho's next reconnect at the next broker of the list (the same one when there is one)."""
+        self._current = (self._current + 1) % len(self._endpoints)
+        self._endpoint = self._endpoints[self._current]
+        self._client.connect_async(self._endpoint.host, self._endpoint.port, keepalive=30, clean_start=False,
+                                   properties=self._props)
+        if len(self._endpoints) > 1:
+            log.warning("trying the broker at %s next", self._endpoint.url)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Disconnect cleanly: the broker keeps the session (and any unacknowledged message) for the
@@ -133,6 +152,11 @@ class Subscriber:
         client.subscribe([(self.readings_topic, options), (self.status_topic, options),
                           *((topic, SubscribeOptions(qos=0)) for topic in SYS_TOPICS)])
 
+    def _on_connect_fail(self, client, userdata) -> None:
+        """A reconnect found no broker at the current address: with several, try the next."""
+        if len(self._endpoints) > 1:
+            self._next_broker()
+
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         with self._subacked:
             self._subacks.add(mid)
@@ -160,7 +184,9 @@ class Subscriber:
             client.reconnect_delay_set(min_delay=self.TAKEOVER_BACKOFF_S, max_delay=self.TAKEOVER_BACKOFF_S * 4)
         else:
             client.reconnect_delay_set(min_delay=1, max_delay=15)
-            log.warning("disconnected from the broker (%s); reconnecting", reason_code)
+            log.warning("disconnected from the broker at %s (%s); reconnecting", self._endpoint.url, reason_code)
+            if len(self._endpoints) > 1:
+                self._next_broker()
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         try:

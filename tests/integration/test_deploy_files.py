@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +83,53 @@ def test_every_rendered_kubernetes_object_is_valid_against_the_schema(overlay):
     assert len(overlay) > len(base) >= 9
     for doc in [*base, *overlay]:
         kubernetes_validate.validate(doc, latest_version(), strict=True)
+
+
+def test_the_ha_overlay_reaches_the_primary_by_itself_and_reads_from_standbys():
+    docs = _render(DEPLOY / "kubernetes" / "overlays" / "ha")
+    for doc in docs:
+        kubernetes_validate.validate(doc, latest_version(), strict=True)
+    secret = _one(docs, "Secret", "citysense-db-ha")
+    import base64
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert data["CITYSENSE_DATABASE_URL"].count(":5432") == 3 and "target_session_attrs=read-write" in data["CITYSENSE_DATABASE_URL"]
+    assert "target_session_attrs=prefer-standby" in data["CITYSENSE_API_READ_DATABASE_URL"]
+    for kind, name in (("Deployment", "citysense-api"), ("StatefulSet", "citysense-ingest"), ("Job", "citysense-migrate")):
+        env = {e["name"]: e for e in _one(docs, kind, name)["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["CITYSENSE_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
+
+
+def test_the_patroni_configuration_passes_patroni_validate_config(tmp_path):
+    """deploy/patroni/patroni.yml, with this machine's addresses and PostgreSQL, as `patroni --validate-config`
+    reads it (it resolves the hosts and checks the binaries)."""
+    patroni = shutil.which("patroni")
+    assert patroni, "patroni is needed (deploy/local/install.sh installs it)"
+    from services.launcher.stack import find_pg_bin
+    text = (DEPLOY / "patroni" / "patroni.yml").read_text()
+    doc = yaml.safe_load(text)
+    assert doc["bootstrap"]["dcs"]["synchronous_mode"] is True and doc["bootstrap"]["dcs"]["primary_start_timeout"] == 0
+    from services.launcher.stack import free_port, wait_for_port
+    client, peer = free_port(), free_port()
+    etcd = subprocess.Popen([shutil.which("etcd") or "/usr/bin/etcd", "--data-dir", str(tmp_path / "etcd"),
+                             "--listen-client-urls", f"http://127.0.0.1:{client}", "--advertise-client-urls",
+                             f"http://127.0.0.1:{client}", "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                             "--initial-cluster", f"default=http://127.0.0.1:{peer}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port("127.0.0.1", client, 20)
+        # the etcd members: a real one here; the nodes' addresses: this host's name (validate refuses loopback)
+        for n in (1, 2, 3):
+            text = text.replace(f"etcd{n}.example.internal:2379", f"127.0.0.1:{client}")
+        text = text.replace("db1.example.internal", socket.gethostname()).replace("/usr/lib/postgresql/17/bin", str(find_pg_bin())) \
+            .replace("/var/lib/postgresql/17/citysense", str(tmp_path / "data"))
+        (tmp_path / "patroni.yml").write_text(text)
+        r = subprocess.run([patroni, "--validate-config", str(tmp_path / "patroni.yml")], capture_output=True, text=True,
+                           timeout=60)
+    finally:
+        etcd.terminate()
+        etcd.wait(10)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def _one(docs, kind, name):
