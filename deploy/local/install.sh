@@ -12,7 +12,7 @@
 #     (an ingestor with a skewed clock).
 #   - The dashboard's JavaScript libraries, with npm (Debian's nodejs and npm when missing).
 #   - Chromium and its WebDriver (Debian's chromium, chromium-driver): the dashboard's browser tests.
-#   - Patroni and etcd (Debian's patroni, etcd-server): the failover test (make test-ha).
+#   - Patroni, etcd and pgBackRest (Debian): the failover test (make test-ha) and the restore test.
 #   - A Python virtual environment in .venv with the project and its test extras.
 #
 # Packages that carry a daemon (mosquitto, prometheus, etcd, patroni) are installed without starting it, and left
@@ -139,7 +139,7 @@ case "$codename" in
 esac
 
 apt_install mosquitto mosquitto-clients wrk prometheus systemd openssl faketime iproute2 chromium chromium-driver \
-  patroni etcd-server
+  patroni etcd-server pgbackrest
 
 # The user the local stack's services run as (no login, no home).
 if ! id -u citysense >/dev/null 2>&1; then
