@@ -88,17 +88,6 @@ def register_devices(dsn: str, n: int, prefix: str = "bench") -> list[str]:
     return [d.device_id for d in fleet]
 
 
-def write_messages(path: Path, devices: list[str], n: int, t0: float) -> None:
-    """n messages, round-robin over the devices, each with 5 readings at a time unique per device:
-    one line per message, ``device_id<TAB>payload``."""
-    with path.open("w") as f:
-        for i in range(n):
-            d = devices[i % len(devices)]
-            t = t0 + (i // len(devices))
-            doc = {"time": t, "readings": {m: round(5 + (i * 7 + k) % 40 * 0.5, 1) for k, m in enumerate(METRICS5)}}
-            f.write(f"{d}\t{json.dumps(doc, separators=(',', ':'))}\n")
-
-
 def truncate(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("TRUNCATE readings, readings_hourly, rejected_messages")

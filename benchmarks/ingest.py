@@ -1,13 +1,14 @@
 """Ingest benchmark: MQTT → TimescaleDB end to end, side by side with the limits around it.
 
-In one run, on one broker and one database (all on this machine, sharing its cores):
-  broker     Mosquitto's own C clients, ``mosquitto_pub -l`` → ``mosquitto_sub``, QoS 1
+In one run, on one broker and one database (all on this machine, sharing its cores), every consumer fed
+by the same load: several ``mosquitto_pub -l`` C clients at QoS 1 (benchmarks/loadgen.py), one device each:
+  broker     the C clients → ``mosquitto_sub`` (the broker's and the generator's own pace)
   paho       a bare paho-mqtt subscriber at QoS 1 that only counts
-  copy       the same readings COPYed straight into the hypertable (rows/s)
-  naive      a paho subscriber doing one INSERT per reading and one commit per message
   citysense  the ingestor, one process, then two on a shared subscription
-then the ingestor's lag from publish to commit at half its measured rate, its peak memory, and a
-py-spy profile of where its time goes. Every run counts what arrived; none trusts a sent counter.
+  naive      a paho subscriber doing one INSERT per reading and one commit per message
+in interleaved rounds, then the same readings COPYed straight into the hypertable (rows/s), the ingestor's
+lag from publish to commit at half its measured rate, its peak memory, and a py-spy profile of where its
+time goes. Every run counts what arrived; none trusts a sent counter.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from pathlib import Path
 import psycopg
 
 from benchmarks.common import (METRICS5, Stack, count_readings, median, percentile, python_module,
-                               register_devices, truncate, write_messages)
+                               register_devices, truncate)
+from benchmarks.loadgen import CLoad
 from services.launcher.stack import free_port, wait_for_port
 
 
@@ -41,59 +43,43 @@ def _metric(port: int, name: str) -> float:
     return 0.0
 
 
-def _loadgen(stack: Stack, path: Path, rate: float = 0, stamp: bool = False) -> subprocess.Popen:
-    user, password = stack.account(f"bench-loadgen-{time.time_ns()}", "bridge")
-    args = ["--port", str(stack.mqtt_port), "--file", str(path), "--account", user, "--password", password]
-    if rate:
-        args += ["--rate", str(rate)]
-    if stamp:
-        args.append("--stamp")
-    return python_module("benchmarks.loadgen", *args, stdout=subprocess.PIPE, text=True)
+def load(stack: Stack, devices: list[str], n: int, *, rate: float = 0, stamp: bool = False) -> CLoad:
+    """The C-client load: one mosquitto_pub per device (a bridge account each), n messages in all, started."""
+    accounts = [stack.cli_account(f"bench-pub-{i}", "bridge") for i in range(len(devices))]
+    # 30 s apart per device, ending before now: the readings fill the hourly rollups of a few days.
+    return CLoad(stack.mqtt_port, accounts, devices, n, time.time() - 5 * 86400, rate=rate, stamp=stamp,
+                 step_s=30).begin()
 
 
-def _loadgen_result(proc: subprocess.Popen) -> dict:
-    out, _ = proc.communicate(timeout=900)
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def run_broker_c(stack: Stack, path: Path, n: int) -> dict:
-    """mosquitto_pub -l → mosquitto_sub at QoS 1. mosquitto_pub's input stays open until the subscriber
-    has every message: Debian 12's 2.0.11 exits at end of input without sending queued QoS 1 messages."""
-    topic = "city/v1/devices/bench-c-clients/readings"  # a topic no ingestor is subscribed to during this run
-    sub = subprocess.Popen(["mosquitto_sub", "-p", str(stack.mqtt_port), "-t", topic, "-q", "1", "-C", str(n),
-                            *stack.cli_account(f"bench-sub-{time.time_ns()}")], stdout=subprocess.PIPE)
+def run_broker_c(stack: Stack, devices: list[str], n: int) -> dict:
+    """The broker's own pace: the C clients → ``mosquitto_sub`` on every device's topic at QoS 1."""
+    sub = subprocess.Popen(["mosquitto_sub", "-p", str(stack.mqtt_port), "-t", "city/v1/devices/+/readings", "-q", "1",
+                            "-C", str(n), *stack.cli_account("bench-sub")], stdout=subprocess.PIPE)
     time.sleep(0.5)  # let it subscribe
-    pub = subprocess.Popen(["mosquitto_pub", "-p", str(stack.mqtt_port), "-t", topic, "-q", "1", "-l", "-M", "1000",
-                            *stack.cli_account(f"bench-pub-{time.time_ns()}", "bridge")], stdin=subprocess.PIPE)
-    start = time.time()
-    with path.open("rb") as f:
-        for line in f:
-            pub.stdin.write(line.split(b"\t", 1)[1])
-    pub.stdin.flush()
+    gen = load(stack, devices, n)
     arrived = 0
-    try:
-        for _ in sub.stdout:
-            arrived += 1
-        sub.wait(600)
-    finally:
-        end = time.time()
-        pub.stdin.close()
-        pub.wait(30)
-    return {"messages": arrived, "seconds": end - start, "msg_per_s": arrived / (end - start)}
+    for _ in sub.stdout:
+        arrived += 1
+    sub.wait(600)
+    end = time.time()
+    sent = gen.finish()
+    return {"messages": arrived, "seconds": end - sent["start"], "msg_per_s": arrived / (end - sent["start"]),
+            "generator_msg_per_s": sent["generator_msg_per_s"]}
 
 
-def run_consumer(stack: Stack, path: Path, n: int, mode: str) -> dict:
-    user, password = stack.account(f"bench-{mode}-{time.time_ns()}")
+def run_consumer(stack: Stack, devices: list[str], n: int, mode: str) -> dict:
+    user, password = stack.account(f"bench-{mode}")
     con = python_module("benchmarks.consumers", mode, "--port", str(stack.mqtt_port), "--count", str(n),
                         "--dsn", stack.dsn, "--account", user, "--password", password, stdout=subprocess.PIPE, text=True)
     assert con.stdout.readline().strip() == "ready"
-    gen = _loadgen(stack, path)
-    sent = _loadgen_result(gen)
+    gen = load(stack, devices, n)
     out = json.loads(con.stdout.readline())
     con.wait(60)
+    sent = gen.finish()
+    forget_session(stack, user)
     seconds = out["last"] - sent["start"]
     res = {"messages": out["count"], "seconds": seconds, "msg_per_s": out["count"] / seconds,
-           "loadgen_msg_per_s": sent["sent"] / sent["seconds"]}
+           "generator_msg_per_s": sent["generator_msg_per_s"]}
     if mode == "naive":
         stored = count_readings(stack.dsn)
         assert stored == 5 * n, f"naive bridge stored {stored} of {5 * n}"
@@ -168,18 +154,18 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def run_citysense(stack: Stack, path: Path, n: int, processes: int = 1, profile_to: Path | None = None) -> dict:
+def run_citysense(stack: Stack, devices: list[str], n: int, processes: int = 1, profile_to: Path | None = None) -> dict:
     group = f"bench{time.time_ns()}" if processes > 1 else None
     client_ids = [f"bench-ingest-{i}-{time.time_ns()}" for i in range(processes)]
     ingestors = [_start_ingestor(stack, cid, group) for cid in client_ids]
     spy = None
-    if profile_to is not None and shutil.which("py-spy", path=os.path.dirname(sys.executable) + ":" + os.environ["PATH"]):
-        exe = shutil.which("py-spy", path=os.path.dirname(sys.executable) + ":" + os.environ["PATH"])
+    exe = shutil.which("py-spy", path=os.path.dirname(sys.executable) + ":" + os.environ["PATH"])
+    if profile_to is not None and exe:
         spy = subprocess.Popen([exe, "record", "--pid", str(ingestors[0][0].pid), "--format", "raw", "--threads",
                                 "--rate", "200", "--nonblocking", "-o", str(profile_to)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)
-    gen = _loadgen(stack, path)
+    gen = load(stack, devices, n)
     target = 5 * n
     deadline = time.monotonic() + 900
     while sum(_metric(p, "citysense_ingest_readings_stored_total") for _, p in ingestors) < target:
@@ -188,8 +174,8 @@ def run_citysense(stack: Stack, path: Path, n: int, processes: int = 1, profile_
         # Slow polling: each scrape costs the ingestor CPU; the end time comes from its own
         # last-write timestamp, so polling granularity does not blur the figure.
         time.sleep(0.25)
-    sent = _loadgen_result(gen)
     end = max(_metric(p, "citysense_ingest_last_write_timestamp_seconds") for _, p in ingestors)
+    sent = gen.finish()
     if spy:
         spy.send_signal(2)
         spy.wait(60)
@@ -203,51 +189,24 @@ def run_citysense(stack: Stack, path: Path, n: int, processes: int = 1, profile_
     seconds = end - sent["start"]
     return {"messages": n, "readings": stored, "seconds": seconds, "msg_per_s": n / seconds,
             "readings_per_s": stored / seconds, "peak_rss_mb": rss, "per_process_messages": per_process,
-            "loadgen_msg_per_s": sent["sent"] / sent["seconds"]}
+            "generator_msg_per_s": sent["generator_msg_per_s"]}
 
 
-def run_drain(stack: Stack, path: Path, n: int, processes: int) -> dict:
-    """Scale-out without the load generator in the way: the messages are published while the
-    ingestors' sessions exist but are offline (the broker queues them, split over a shared
-    subscription's members), then the ingestors start and drain them. Timed from their launch
-    (Python start-up included) to the last commit."""
-    group = f"drain{time.time_ns()}" if processes > 1 else None
-    client_ids = [f"bench-drain-{i}-{time.time_ns()}" for i in range(processes)]
-    for proc, _ in [_start_ingestor(stack, cid, group) for cid in client_ids]:
-        _stop(proc)  # the sessions (and their subscriptions) stay
-    _loadgen_result(_loadgen(stack, path))
-    start = time.time()
-    ingestors = [_start_ingestor(stack, cid, group) for cid in client_ids]
-    deadline = time.monotonic() + 600
-    while sum(_metric(p, "citysense_ingest_readings_stored_total") for _, p in ingestors) < 5 * n:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the ingestors did not drain the backlog within 10 minutes")
-        time.sleep(0.25)
-    end = max(_metric(p, "citysense_ingest_last_write_timestamp_seconds") for _, p in ingestors)
-    for (proc, _), client_id in zip(ingestors, client_ids):
-        _stop(proc)
-        forget_session(stack, client_id)
-    stored = count_readings(stack.dsn)
-    assert stored == 5 * n, f"drain stored {stored} of {5 * n}"
-    return {"processes": processes, "messages": n, "seconds": end - start, "msg_per_s": n / (end - start)}
-
-
-def run_lag(stack: Stack, devices: list[str], rate: float, seconds: float, tmp: Path) -> dict:
-    """Publish at a steady ``rate`` with each payload stamped with its publish time; the lag is the
-    time its rows were inserted (clock_timestamp(), inside the committing transaction) minus that."""
+def run_lag(stack: Stack, devices: list[str], rate: float, seconds: float) -> dict:
+    """Publish at a steady ``rate`` with each payload stamped with the moment it is handed to its C client;
+    the lag is the time its rows were inserted (clock_timestamp(), inside the committing transaction) minus that."""
     n = int(rate * seconds)
-    path = tmp / "lag.txt"
-    write_messages(path, devices, n, 0)
     with psycopg.connect(stack.dsn, autocommit=True) as conn:
         conn.execute("ALTER TABLE readings ADD COLUMN bench_at timestamptz DEFAULT clock_timestamp()")
     try:
         client_id = f"bench-lag-{time.time_ns()}"
         proc, port = _start_ingestor(stack, client_id)
-        gen = _loadgen(stack, path, rate=rate, stamp=True)
-        sent = _loadgen_result(gen)
+        gen = load(stack, devices, n, rate=rate, stamp=True)
+        gen.wait_fed(seconds + 120)
         deadline = time.monotonic() + 120
         while _metric(port, "citysense_ingest_readings_stored_total") < 5 * n and time.monotonic() < deadline:
             time.sleep(0.25)
+        sent = gen.finish()
         rss = peak_rss_mb(proc.pid)
         _stop(proc)
         forget_session(stack, client_id)
@@ -258,7 +217,7 @@ def run_lag(stack: Stack, devices: list[str], rate: float, seconds: float, tmp: 
         with psycopg.connect(stack.dsn, autocommit=True) as conn:
             conn.execute("ALTER TABLE readings DROP COLUMN bench_at")
     assert len(lags) == n, f"lag run stored {len(lags)} of {n} messages"
-    return {"rate_msg_per_s": rate, "achieved_msg_per_s": sent["sent"] / sent["seconds"], "messages": n,
+    return {"rate_msg_per_s": rate, "achieved_msg_per_s": sent["generator_msg_per_s"], "messages": n,
             "p50_ms": percentile(lags, 50) * 1000, "p99_ms": percentile(lags, 99) * 1000,
             "max_ms": max(lags) * 1000, "peak_rss_mb": rss}
 
@@ -302,51 +261,44 @@ def summarise_profile(path: Path, top: int = 12) -> dict:
     }
 
 
-def run(n: int = 50_000, devices: int = 1000, repeats: int = 3, naive_n: int = 10_000, lag_s: float = 20,
+def run(n: int = 60_000, publishers: int = 8, repeats: int = 3, naive_n: int = 10_000, lag_s: float = 20,
         profile: bool = True, log=print) -> dict:
     from benchmarks.common import stack as make_stack
 
-    results: dict = {"n_messages": n, "readings_per_message": 5, "devices": devices, "repeats": repeats}
+    results: dict = {"n_messages": n, "readings_per_message": 5, "publishers": publishers, "repeats": repeats}
     with make_stack() as st:
-        ids = register_devices(st.dsn, devices)
-        path = st.root / "messages.txt"
-        write_messages(path, ids, n, time.time() - 10 * 86400)
-        naive_path = st.root / "naive.txt"
-        write_messages(naive_path, ids, naive_n, time.time() - 10 * 86400)
-        runs: dict[str, list[dict]] = {k: [] for k in ("broker_c", "paho", "citysense_1", "citysense_2")}
+        ids = register_devices(st.dsn, publishers)
+        runs: dict[str, list[dict]] = {k: [] for k in ("broker_c", "paho", "citysense_1", "citysense_2", "naive")}
+        # Interleaved rounds: each baseline meets the same machine state as citysense, round after round.
         for r in range(repeats):
-            log(f"  round {r + 1}/{repeats}: C clients")
-            runs["broker_c"].append(run_broker_c(st, path, n))
+            log(f"  round {r + 1}/{repeats}: C clients end to end")
+            runs["broker_c"].append(run_broker_c(st, ids, n))
             log(f"  round {r + 1}/{repeats}: bare paho")
-            runs["paho"].append(run_consumer(st, path, n, "paho"))
-            truncate(st.dsn)
+            runs["paho"].append(run_consumer(st, ids, n, "paho"))
             log(f"  round {r + 1}/{repeats}: citysense, 1 process")
-            runs["citysense_1"].append(run_citysense(st, path, n, 1))
+            runs["citysense_1"].append(run_citysense(st, ids, n, 1))
             truncate(st.dsn)
             log(f"  round {r + 1}/{repeats}: citysense, 2 processes")
-            runs["citysense_2"].append(run_citysense(st, path, n, 2))
+            runs["citysense_2"].append(run_citysense(st, ids, n, 2))
+            truncate(st.dsn)
+            log(f"  round {r + 1}/{repeats}: naive bridge ({naive_n:,} messages)")
+            runs["naive"].append(run_consumer(st, ids, naive_n, "naive"))
             truncate(st.dsn)
         for k, v in runs.items():
-            results[k] = {"runs": v, "msg_per_s": median([x["msg_per_s"] for x in v])}
-        for procs in (1, 2):
-            log(f"  draining a backlog, {procs} process{'es' if procs > 1 else ''}")
-            results[f"drain_{procs}"] = run_drain(st, path, n, procs)
-            truncate(st.dsn)
+            results[k] = {"runs": v, "msg_per_s": median([x["msg_per_s"] for x in v]),
+                          "generator_msg_per_s": median([x["generator_msg_per_s"] for x in v])}
         log("  database COPY")
         results["copy"] = run_copy(st, n)
-        truncate(st.dsn)
-        log("  naive bridge")
-        results["naive"] = run_consumer(st, naive_path, naive_n, "naive")
         truncate(st.dsn)
         if profile:
             log("  profile (py-spy)")
             prof = st.root / "profile.txt"
-            prof_run = run_citysense(st, path, n, 1, profile_to=prof)
+            prof_run = run_citysense(st, ids, n, 1, profile_to=prof)
             results["profile"] = {"run_msg_per_s": prof_run["msg_per_s"], **summarise_profile(prof)}
             truncate(st.dsn)
         rate = results["citysense_1"]["msg_per_s"] / 2
         log(f"  lag at half rate ({rate:.0f} msg/s for {lag_s:.0f} s)")
-        results["lag"] = run_lag(st, ids, rate, lag_s, st.root)
+        results["lag"] = run_lag(st, ids, rate, lag_s)
     c1 = results["citysense_1"]["msg_per_s"]
     results["peak_rss_mb"] = max([x["peak_rss_mb"] for x in results["citysense_1"]["runs"]] + [results["lag"]["peak_rss_mb"]])
     results["ratios"] = {
@@ -354,7 +306,6 @@ def run(n: int = 50_000, devices: int = 1000, repeats: int = 3, naive_n: int = 1
         "citysense_vs_c_clients": c1 / results["broker_c"]["msg_per_s"],
         "citysense_vs_naive": c1 / results["naive"]["msg_per_s"],
         "two_vs_one_process": results["citysense_2"]["msg_per_s"] / c1,
-        "two_vs_one_draining": results["drain_2"]["msg_per_s"] / results["drain_1"]["msg_per_s"],
     }
     return results
 
@@ -363,4 +314,4 @@ if __name__ == "__main__":
     import pprint
 
     small = "--small" in sys.argv
-    pprint.pprint(run(n=2000 if small else 50_000, devices=100, repeats=1, naive_n=500, lag_s=3, profile=not small))
+    pprint.pprint(run(n=2000 if small else 60_000, repeats=1, naive_n=500, lag_s=3, profile=not small))
