@@ -180,6 +180,7 @@ def service_env(dsn: str, broker, **extra) -> dict[str, str]:
         "CITYSENSE_INGEST_BATCH_AGE_MS": "50",
         "CITYSENSE_ROLLUP_INTERVAL_S": "0.5",
         "CITYSENSE_API_CACHE_S": "0",  # tests read their own writes; the cache has its own test
+        "CITYSENSE_API_SUMMARY_REFRESH_S": "1",  # the summary is recomputed in the background: often, in tests
         "CITYSENSE_API_PORT": str(free_port()),
         "CITYSENSE_ADMIN_TOKEN": "test-admin-token-0123456789",
         "CITYSENSE_ENVIRONMENT": "test",

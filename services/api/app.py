@@ -20,6 +20,7 @@ from starlette.responses import Response
 from services.api import problems
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.cache import AnswerCache
+from services.api.qol.summary import SummaryKeeper
 from services.api.bounds import RequestBounds
 from services.api.routes import aggregates, audit, catalogue, devices, health, opendata, qol, readings, status
 from services.broker.connect import Endpoint
@@ -64,6 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.accounts = Control(Endpoint.of(settings), settings.mqtt_admin_username, password) if password else None
         if app.state.accounts is None:
             log.warning("CITYSENSE_MQTT_ADMIN_PASSWORD is not set: devices cannot be registered (no broker credentials)")
+        app.state.summary = SummaryKeeper(lambda: read_pool or pool, settings.api_summary_refresh_s)
+        app.state.summary.start()
         metrics_server = None
         if settings.api_metrics_port:
             metrics_server = serve_metrics(settings, metrics.registry)
@@ -76,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.summary.stop()
             if metrics_server is not None:
                 metrics_server.shutdown()
             if app.state.accounts is not None:

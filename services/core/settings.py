@@ -98,6 +98,10 @@ class Settings(BaseSettings):
                     "boundaries alone, which need no tile server and no internet.",
     )
     dashboard_tiles_attribution: str = Field("", max_length=300, description="The tile layer's attribution.")
+    api_summary_refresh_s: float = Field(
+        30.0, ge=0.5, le=3600,
+        description="Seconds between two background computations of the city-wide summary (/v1/qol/summary), which "
+                    "requests are served from; each answer states when it was computed.")
     dashboard_refresh_s: int = Field(60, ge=1, le=3600, description="Seconds between two refreshes of the dashboard.")
     publisher: str = Field("Baltimore City Office of Information & Technology", description="Publisher named in data.json.")
     contact_name: str = Field("Baltimore City Open Data", description="Contact point named in data.json.")

@@ -143,6 +143,27 @@ def test_summary_has_every_csa_and_geojson(http, air):
     assert fc["features"][0]["geometry"]["type"] in ("Polygon", "MultiPolygon")
 
 
+def test_present_summary_is_kept_current_in_the_background(http, admin, publisher, dsn, ingestor):
+    """The present's summary is served from a background computation (every second in tests): it says when
+    it was computed, and a reading published now shows in it within a refresh or two."""
+    csa = "Midway/Coldstream"
+    device = register(http, admin, "weather", csa, interval_s=60)
+    first = http.get("/v1/qol/summary")
+    assert first.status_code == 200 and int(first.headers["age"]) <= 2
+    doc = first.json()
+    computed = datetime.fromisoformat(doc["computed_at"])
+    assert doc["refresh_s"] == 1 and datetime.now(timezone.utc) - computed < timedelta(seconds=5)
+    publisher.readings(device, {"readings": {"temperature": 35.0, "humidity": 60.0}})
+    wait_until(lambda: stored(dsn, device) == 2)
+
+    def row():
+        return next(r for r in http.get("/v1/qol/summary").json()["items"] if r["csa"] == csa)
+    wait_until(lambda: row()["heat_index_f"] is not None, 15, what="the new reading in the summary")
+    assert row()["heat_index_f"] == pytest.approx(heat.heat_index_f(95.0, 60.0), abs=0.6)
+    geo = http.get("/v1/qol/summary", params={"format": "geojson"}).json()
+    assert geo["type"] == "FeatureCollection" and "computed_at" in geo and len(geo["features"]) == 55
+
+
 def test_freshness(http, admin, publisher, dsn, ingestor):
     csa = "Beechfield/Ten Hills/West Hills"
     live = register(http, admin, "water", csa, interval_s=60)

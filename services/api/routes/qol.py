@@ -6,20 +6,19 @@ from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from services.api.deps import PoolDep, SettingsDep
 from services.api.responses import cached_json
+from services.api.problems import Problem
 from services.api.qol import indicators
-from services.api.qol import noise
+from services.api.qol.summary import documents, summary_rows
 from services.api.qol.aqi import AQI_POLLUTANTS
 from services.api.qol.series import hourly_means, latest_values
 from services.api.schemas import AQIPublic, HeatIndexPublic, NoisePublic
 from services.api.scope import CsaParam, NeighbourhoodParam, Scope, floor_hour, moment, resolve
-from services.core.areas import baltimore
 from services.core.catalogue import DEVICE_ID_PATTERN
-from services.store import qol as store
 
 router = APIRouter(tags=["quality of life"])
 
@@ -102,51 +101,25 @@ async def qol_noise(request: Request, pool: PoolDep, settings: SettingsDep, csa:
 
 @router.get("/v1/qol/summary", summary="One row per CSA, for maps",
             responses={200: {"content": {"application/json": {}, "application/geo+json": {"schema": {"type": "object"}}},
-                             "description": "Rows (JSON), or a GeoJSON FeatureCollection with format=geojson"}},
+                             "description": "Rows (JSON), or a GeoJSON FeatureCollection with format=geojson"},
+                       503: {"description": "The summary has not been computed yet (the database is unavailable)"}},
             description="Per Community Statistical Area: AQI, heat index, the last 24 hours' noise Leq, and data "
-                        "coverage. `format=geojson` answers a FeatureCollection with the CSA boundaries.")
+                        "coverage. `format=geojson` answers a FeatureCollection with the CSA boundaries. The present's "
+                        "summary is recomputed in the background every `refresh_s` seconds: `computed_at` (and the "
+                        "`Age` header) say how fresh the answer is. With `at`, the summary of that past hour.")
 async def qol_summary(request: Request, pool: PoolDep, at: At = None,
                       format: Literal["json", "geojson"] = "json"):
+    media_type = "application/json" if format == "json" else "application/geo+json"
+    if at is None:
+        snap = await request.app.state.summary.current()
+        if snap is None:
+            raise Problem(503, "the city-wide summary has not been computed yet: the database is not answering",
+                          headers={"Retry-After": "5"})
+        return Response(snap.bodies[format], media_type=media_type, headers={"Age": str(snap.age_s())})
     t = when(at)
-    key = ("summary", format, floor_hour(t))
-    if format == "json":
-        async def rows():
-            return {"items": await summary_rows(pool, t), "next_cursor": None}
-        return await cached_json(request, key, _past(at), dict, rows)
 
-    async def features():
-        areas = baltimore().csas
-        return {"type": "FeatureCollection",
-                "features": [{"type": "Feature", "geometry": areas[r["csa"]].geometry, "properties": r}
-                             for r in await summary_rows(pool, t)]}
-    return await cached_json(request, key, _past(at), dict, features, media_type="application/geo+json")
-
-
-async def summary_rows(pool, at: datetime) -> list[dict]:
-    city = Scope("city", None)
-    latest_hour = floor_hour(at) - timedelta(hours=1)
-    async with pool.connection() as conn:
-        aq = await hourly_means(conn, city, AQI_POLLUTANTS, latest_hour - timedelta(hours=23), latest_hour + timedelta(hours=1))
-        nz = await hourly_means(conn, city, ("noise_laeq",), latest_hour - timedelta(hours=23), latest_hour + timedelta(hours=1), energy=True)
-        wx = await latest_values(conn, city, ("temperature", "humidity"), at)
-        coverage = await store.coverage(conn, at)
-    # 55 areas' indicators over every device's hours: off the event loop, which keeps serving meanwhile.
-    return await run_in_threadpool(_summary, aq, nz, wx, coverage, latest_hour)
-
-
-def _summary(aq, nz, wx, coverage, latest_hour: datetime) -> list[dict]:
-    rows = []
-    for name, area in sorted(baltimore().csas.items()):
-        in_csa = lambda d: {k: v for k, v in d.items() if v.csa == name}  # noqa: E731
-        a = indicators.area_aqi({p: in_csa(v) for p, v in aq.items()}, latest_hour)
-        h = indicators.area_heat_index(in_csa(wx))
-        levels = [lvl for dh in in_csa(nz["noise_laeq"]).values() for lvl in dh.means.values()]
-        n, fresh = coverage.get(name, (0, 0))
-        rows.append({
-            "csa": name, "reference_point": {"longitude": area.centroid[0], "latitude": area.centroid[1]},
-            "aqi": a["aqi"], "aqi_category": a["category"], "main_pollutant": a["main_pollutant"],
-            "heat_index_f": h["heat_index_f"], "heat_index_category": h["category"],
-            "noise_leq_24h": round(noise.leq(levels), 1) if levels else None,
-            "devices": n, "devices_reporting": fresh, "coverage": round(fresh / n, 3) if n else None,
-        })
-    return rows
+    async def compute() -> bytes:
+        rows = await summary_rows(pool, t)
+        return (await run_in_threadpool(documents, rows, t, None, None))[format]
+    body = await request.app.state.cache.get(("summary", format, t), _past(at), compute)
+    return Response(body, media_type=media_type)

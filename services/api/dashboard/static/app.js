@@ -322,7 +322,8 @@
           list.append(el("option", { value: f.properties.csa, text: f.properties.csa }));
         }
       }
-      state.loadedAt = Date.now();
+      // The API computes the summary in the background: "as of" is when it did, not when the page fetched it.
+      state.loadedAt = summary.computed_at ? Date.parse(summary.computed_at) : Date.now();
       status.classList.remove("error");
       tick();
       if (state.selected) await select_(state.selected); else await drawFreshness();

@@ -1,0 +1,141 @@
+"""The city-wide summary (one row per CSA: AQI, heat index, noise, coverage), which the dashboard's map
+and most visitors ask for.
+
+For the present it is never computed for a request: :class:`SummaryKeeper` recomputes it in the background
+every ``CITYSENSE_API_SUMMARY_REFRESH_S`` seconds (its queries on the pool, its maths and the encoding of
+both answers, JSON and GeoJSON, in a worker thread) and requests are served the bytes it keeps. Each answer
+says when it was computed (``computed_at``) and how often it is (``refresh_s``), and carries an ``Age``
+header. If a computation fails (the database away), the last one stays served with its time: stale data
+stated as such beats no map. Summaries of a past hour are computed on request and cached for an hour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from pydantic_core import to_json
+from starlette.concurrency import run_in_threadpool
+
+from services.api.qol import indicators, noise
+from services.api.qol.aqi import AQI_POLLUTANTS
+from services.api.qol.series import hourly_means, latest_values
+from services.api.scope import Scope, floor_hour
+from services.core.areas import baltimore
+from services.store import qol as store
+
+log = logging.getLogger("citysense.api.summary")
+
+
+async def summary_rows(pool, at: datetime) -> list[dict]:
+    city = Scope("city", None)
+    latest_hour = floor_hour(at) - timedelta(hours=1)
+    async with pool.connection() as conn:
+        aq = await hourly_means(conn, city, AQI_POLLUTANTS, latest_hour - timedelta(hours=23), latest_hour + timedelta(hours=1))
+        nz = await hourly_means(conn, city, ("noise_laeq",), latest_hour - timedelta(hours=23), latest_hour + timedelta(hours=1), energy=True)
+        wx = await latest_values(conn, city, ("temperature", "humidity"), at)
+        coverage = await store.coverage(conn, at)
+    # 55 areas' indicators over every device's hours: off the event loop, which keeps serving meanwhile.
+    return await run_in_threadpool(_summary, aq, nz, wx, coverage, latest_hour)
+
+
+def _summary(aq, nz, wx, coverage, latest_hour: datetime) -> list[dict]:
+    rows = []
+    for name, area in sorted(baltimore().csas.items()):
+        in_csa = lambda d: {k: v for k, v in d.items() if v.csa == name}  # noqa: E731
+        a = indicators.area_aqi({p: in_csa(v) for p, v in aq.items()}, latest_hour)
+        h = indicators.area_heat_index(in_csa(wx))
+        levels = [lvl for dh in in_csa(nz["noise_laeq"]).values() for lvl in dh.means.values()]
+        n, fresh = coverage.get(name, (0, 0))
+        rows.append({
+            "csa": name, "reference_point": {"longitude": area.centroid[0], "latitude": area.centroid[1]},
+            "aqi": a["aqi"], "aqi_category": a["category"], "main_pollutant": a["main_pollutant"],
+            "heat_index_f": h["heat_index_f"], "heat_index_category": h["category"],
+            "noise_leq_24h": round(noise.leq(levels), 1) if levels else None,
+            "devices": n, "devices_reporting": fresh, "coverage": round(fresh / n, 3) if n else None,
+        })
+    return rows
+
+
+def documents(rows: list[dict], at: datetime, computed_at: datetime | None, refresh_s: float | None) -> dict[str, bytes]:
+    """Both answers, encoded: rows (JSON) and a FeatureCollection with the CSA boundaries (GeoJSON)."""
+    fresh = {"at": at}
+    if computed_at is not None:
+        fresh.update(computed_at=computed_at, refresh_s=refresh_s)
+    areas = baltimore().csas
+    return {
+        "json": to_json({"items": rows, "next_cursor": None, **fresh}),
+        "geojson": to_json({"type": "FeatureCollection", **fresh,
+                            "features": [{"type": "Feature", "geometry": areas[r["csa"]].geometry, "properties": r}
+                                         for r in rows]}),
+    }
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    computed_at: datetime
+    monotonic: float
+    bodies: dict[str, bytes]
+
+    def age_s(self) -> int:
+        return int(time.monotonic() - self.monotonic)
+
+
+class SummaryKeeper:
+    """Keeps the present's summary current in the background (one task per API process)."""
+
+    def __init__(self, pool_getter, refresh_s: float):
+        self._pool = pool_getter
+        self.refresh_s = refresh_s
+        self.snapshot: Snapshot | None = None
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.failures = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="citysense-summary")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def refresh(self) -> None:
+        now = datetime.now(timezone.utc)
+        rows = await summary_rows(self._pool(), now)
+        bodies = await run_in_threadpool(documents, rows, now, now, self.refresh_s)
+        self.snapshot = Snapshot(now, time.monotonic(), bodies)
+        self._ready.set()
+
+    async def _run(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await self.refresh()
+                self.failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database away, a timeout: keep the last one, say so, try again
+                self.failures += 1
+                if self.failures == 1 or self.failures % 20 == 0:
+                    log.warning("could not refresh the city-wide summary (%s: %s); serving the one computed at %s",
+                                type(exc).__name__, str(exc)[:200],
+                                self.snapshot.computed_at.isoformat() if self.snapshot else "never")
+            # Quicker retries until there is a first one to serve.
+            pause = self.refresh_s if self.snapshot is not None else min(self.refresh_s, 2.0)
+            await asyncio.sleep(max(0.0, pause - (time.monotonic() - started)))
+
+    async def current(self, wait_s: float = 10.0) -> Snapshot | None:
+        """The latest snapshot; at start-up, waits up to ``wait_s`` for the first."""
+        if self.snapshot is None:
+            try:
+                await asyncio.wait_for(self._ready.wait(), wait_s)
+            except TimeoutError:
+                return None
+        return self.snapshot
