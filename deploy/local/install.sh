@@ -138,8 +138,10 @@ case "$codename" in
   *) log "unsupported release '$codename' (Debian 12 bookworm or 13 trixie)"; exit 1 ;;
 esac
 
+# python3-etcd: Patroni's etcd3 store imports it; Debian lists it as one alternative of several (consul,
+# kazoo, kubernetes, pysyncobj), so name it rather than leave apt to choose.
 apt_install mosquitto mosquitto-clients wrk prometheus systemd openssl faketime iproute2 chromium chromium-driver \
-  patroni etcd-server pgbackrest
+  patroni python3-etcd etcd-server pgbackrest
 
 # The user the local stack's services run as (no login, no home).
 if ! id -u citysense >/dev/null 2>&1; then

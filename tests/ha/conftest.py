@@ -92,6 +92,13 @@ class HACluster:
         return f"postgresql://{role}:{password}@{hosts}/{db}?target_session_attrs={attrs}&connect_timeout=3"
 
 
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"({exc})"
+
+
 def _patroni_config(scope: str, node: Node, etcd_port: int, socket_dir: Path, pg_bin: Path, su: str, repl: str) -> dict:
     return {
         "scope": scope, "name": node.name,
@@ -159,11 +166,15 @@ def ha(workdir):
         nodes.append(node)
     cluster = HACluster(nodes, su, cs, etcd)
     try:
-        nodes[0].start()
-        wait_until(lambda: nodes[0].role() == "primary", 90, interval=0.5, what="pg1 bootstrapped as primary")
-        nodes[1].start()
-        wait_until(lambda: rest(nodes[1].api_port, "/sync") == 200, 120, interval=0.5,
-                   what="pg2 streaming as the synchronous standby")
+        try:
+            nodes[0].start()
+            wait_until(lambda: nodes[0].role() == "primary", 90, interval=0.5, what="pg1 bootstrapped as primary")
+            nodes[1].start()
+            wait_until(lambda: rest(nodes[1].api_port, "/sync") == 200, 120, interval=0.5,
+                       what="pg2 streaming as the synchronous standby")
+        except AssertionError as exc:  # say why: the end of each log
+            tails = "\n".join(f"--- {p.name}:\n{_tail(p)}" for p in (root / "etcd.log", nodes[0].log, nodes[1].log))
+            raise AssertionError(f"{exc}\n{tails}") from None
         bootstrap(cluster.dsn("postgres"), cs)
         migrate(cluster.dsn())
         yield cluster
