@@ -2,8 +2,9 @@
 topic each (``-l`` publishes every line of its input to one topic), fed from pre-built lines by one thread.
 
 A Python publisher tops out near 7,000 msg/s on this machine, below what a bare subscriber takes: every
-figure measured with it measured the generator. The C clients are not the wall; their own pace (lines
-taken from their input per second) is reported beside every result so a reader can check.
+figure measured with it measured the generator. The C clients are not the wall; their own pace is reported
+beside every result so a reader can check: messages the broker acknowledged (PUBACK, counted from
+mosquitto_pub's ``-d`` output) per second, from the first line fed to the last acknowledgement.
 
 Their input stays open until :meth:`CLoad.finish` (called once the consumer has every message): Debian 12's
 mosquitto_pub 2.0.11 exits at end of input without sending the QoS 1 messages it still has queued.
@@ -14,6 +15,7 @@ With ``rate``, lines are fed at that many messages per second in total; with ``s
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -23,7 +25,7 @@ METRICS5 = ("pm25", "pm10", "o3", "no2", "co")
 
 def payload(t: float, i: int) -> bytes:
     """One air-quality device's message: 5 readings at time ``t``."""
-    doc = {"time": round(t, 3), "readings": {m: round(5 + (i * 7 + k) % 40 * 0.5, 1) for k, m in enumerate(METRICS5)}}
+    doc = {"time": round(t, 6), "readings": {m: round(5 + (i * 7 + k) % 40 * 0.5, 1) for k, m in enumerate(METRICS5)}}
     return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
 
 
@@ -45,12 +47,33 @@ class CLoad:
         self._t0, self._rate, self._stamp, self._step = t0, rate, stamp, step_s
         self._inputs = None if stamp else [stream(c, t0, step_s) for c in self.counts]
         self.procs = [
-            subprocess.Popen(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-l", "-M", "1000",
+            subprocess.Popen(["mosquitto_pub", "-d", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-l", "-M", "1000",
                               "-t", topic or f"city/v1/devices/{d}/readings", *accounts[i]],
-                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             for i, d in enumerate(devices)]
         self.start = self.fed_at = 0.0
+        self.acked = [0] * len(devices)
+        self.acked_at = [0.0] * len(devices)
         self._feeder: threading.Thread | None = None
+        self._readers = [threading.Thread(target=self._count_acks, args=(i,), daemon=True) for i in range(len(devices))]
+        for t in self._readers:
+            t.start()
+
+    def _count_acks(self, i: int) -> None:
+        """Counts the broker's PUBACKs in client i's debug output (read in large chunks: cheap)."""
+        fd = self.procs[i].stdout.fileno()
+        tail = b""
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return
+            data = tail + chunk
+            self.acked[i] += data.count(b"received PUBACK")
+            tail = data[-20:]
+            if tail.count(b"received PUBACK"):  # do not count a match twice across chunks
+                tail = b""
+            if self.acked[i] >= self.counts[i] and not self.acked_at[i]:
+                self.acked_at[i] = time.time()
 
     def begin(self) -> "CLoad":
         time.sleep(0.3)  # let the clients connect
@@ -96,8 +119,10 @@ class CLoad:
 
     @property
     def pace(self) -> float:
-        """Messages per second the clients took from their input (the generator's own pace)."""
-        return self.n / (self.fed_at - self.start) if self.fed_at else float("nan")
+        """The generator's own pace: messages the broker acknowledged per second, first line to last PUBACK."""
+        if not all(self.acked_at):
+            return float("nan")
+        return sum(self.acked) / (max(self.acked_at) - self.start)
 
     def finish(self) -> dict:
         """Close the inputs (after the consumer has every message) and let the clients exit."""
@@ -112,5 +137,7 @@ class CLoad:
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
-        return {"publishers": len(self.procs), "sent": self.n, "start": self.start,
+        for t in self._readers:
+            t.join(10)
+        return {"publishers": len(self.procs), "sent": self.n, "acknowledged": sum(self.acked), "start": self.start,
                 "fed_seconds": self.fed_at - self.start, "generator_msg_per_s": self.pace}
