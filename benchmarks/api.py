@@ -128,31 +128,121 @@ def _unit_ms(text: str) -> float:
     return v * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
 
 
-def wrk(url: str, seconds: int, connections: int = 16) -> dict:
+#: wrk picks each request's path at random from a file of paths (one per line): a varied mix, never one
+#: URL repeated (which with the answer cache on would measure the cache).
+PICK = """
+local paths = {}
+init = function(args)
+  for line in io.lines(args[1]) do paths[#paths + 1] = line end
+  math.randomseed(tonumber(args[2]))
+end
+request = function()
+  return wrk.format("GET", paths[math.random(#paths)])
+end
+"""
+
+
+def wrk(base: str, paths: list[str], seconds: int, connections: int, workdir, seed: int = 1) -> dict:
     exe = shutil.which("wrk")
     if exe is None:
         raise RuntimeError("wrk is not installed: run `make bench` (it installs it)")
-    subprocess.run([exe, "-t2", f"-c{connections}", "-d1s", url], capture_output=True)  # warm-up
-    out = subprocess.run([exe, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "--latency", url],
+    script, listing = workdir / "pick.lua", workdir / f"paths-{seed}.txt"
+    script.write_text(PICK)
+    listing.write_text("\n".join(paths) + "\n")
+    threads = min(2, connections)
+    args = [exe, f"-t{threads}", f"-c{connections}", "-s", str(script)]
+    subprocess.run([*args, "-d1s", base, "--", str(listing), str(seed + 99)], capture_output=True)  # warm-up
+    out = subprocess.run([*args, f"-d{seconds}s", "--timeout", "30s", "--latency", base, "--", str(listing), str(seed)],
                          capture_output=True, text=True, check=True).stdout
     lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", out, re.M))
     if "99" not in lat:
-        raise RuntimeError(f"wrk gave no latency distribution for {url}:\n{out}")
+        raise RuntimeError(f"wrk gave no latency distribution:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    return {"p50_ms": _unit_ms(lat["50"]), "p99_ms": _unit_ms(lat["99"]), "rps": rps,
-            "non_2xx": int(bad.group(1)) if bad else 0, "socket_errors": errors.group(1) if errors else None}
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {"p50_ms": _unit_ms(lat["50"]), "p99_ms": _unit_ms(lat["99"]), "rps": rps, "requests": total,
+            "errors": (int(bad.group(1)) if bad else 0) + (sum(map(int, errors.groups())) if errors else 0)}
 
 
-def time_sql(dsn: str, sql: str, params: dict, repeats: int = 5) -> float:
+def time_sql(dsn: str, queries: list[tuple[str, dict]]) -> float:
+    """Median milliseconds of the given questions asked of the raw hypertable, one after another."""
     with psycopg.connect(dsn) as conn:
         times = []
-        for _ in range(repeats):
+        for sql, params in queries:
             t = time.perf_counter()
             conn.execute(sql, params).fetchall()
             times.append((time.perf_counter() - t) * 1000)
     return statistics.median(times)
+
+
+RAW_AQI = """SELECT d.device_key, r.metric_key, time_bucket('1 hour', r.time), avg(r.value) FROM readings r
+  JOIN devices d USING (device_key) WHERE r.metric_key = ANY(%(m)s) {csa} AND r.time >= %(t)s - interval '24 hours'
+  AND r.time < %(t)s GROUP BY 1, 2, 3"""
+RAW_AGG = """SELECT {grp}, time_bucket(%(b)s, r.time{tz}) AS b, count(*), avg(r.value), min(r.value), max(r.value)
+  FROM readings r JOIN devices d USING (device_key) WHERE r.metric_key = %(m)s {csa} AND r.time >= %(s)s AND r.time < %(e)s
+  GROUP BY 1, 2 ORDER BY 1, 2 LIMIT 1000"""
+RAW_PAGE = """SELECT r.time, r.metric_key, r.value FROM readings r JOIN devices d USING (device_key)
+  WHERE d.device_id = %(d)s AND r.time >= %(s)s AND r.time < %(e)s ORDER BY r.time, r.metric_key LIMIT 100"""
+RAW_DEVICES = """SELECT * FROM devices WHERE (%(k)s::text IS NULL OR kind = %(k)s) ORDER BY device_id LIMIT 100"""
+
+
+def request_mix(st: Stack, end: datetime, days: int, n: int = 400, seed: int = 7) -> dict[str, dict]:
+    """What a city's users ask, n varied instances per class: each a path for the API and the same question
+    as SQL on the raw hypertable."""
+    import random
+
+    rnd = random.Random(seed)
+    with psycopg.connect(st.dsn) as conn:
+        csas = [r[0] for r in conn.execute("SELECT DISTINCT csa FROM devices WHERE kind = 'air_quality' AND csa IS NOT NULL")]
+        devices = [r[0] for r in conn.execute("SELECT device_id FROM devices")]
+        metrics = dict(conn.execute("SELECT metric, metric_key FROM metrics").fetchall())
+        kinds = [r[0] for r in conn.execute("SELECT DISTINCT kind FROM devices")]
+        pollutants = [metrics[m] for m in ("pm25", "pm10", "o3", "co", "no2", "so2") if m in metrics]
+        used = [r[0] for r in conn.execute("SELECT DISTINCT m.metric FROM metrics m JOIN readings_hourly h USING (metric_key) "
+                                           "WHERE h.bucket > %s", (end - timedelta(days=2),))]
+    q = lambda **kw: str(httpx.QueryParams(kw))  # noqa: E731
+    hour = lambda d: (end - timedelta(hours=rnd.randrange(1, d * 24))).replace(minute=0)  # noqa: E731
+    mix: dict[str, dict] = {k: {"paths": [], "sql": []} for k in
+                            ("city-wide summary", "AQI of one CSA, now or a past hour", "aggregates over random windows",
+                             "raw readings, one device's page", "device lists")}
+    for i in range(n):
+        # the summary: JSON or the map's GeoJSON, now (kept in the background) or a past hour
+        fmt = rnd.choice(["json", "geojson"])
+        t = end if i % 4 else hour(days)
+        mix["city-wide summary"]["paths"].append("/v1/qol/summary?" + q(format=fmt, **({} if t is end else {"at": t.isoformat()})))
+        mix["city-wide summary"]["sql"].append((RAW_AQI.format(csa=""), {"m": pollutants, "t": t}))
+        csa = rnd.choice(csas)
+        t = end if i % 2 else hour(30)
+        mix["AQI of one CSA, now or a past hour"]["paths"].append(
+            "/v1/qol/aqi?" + q(csa=csa, **({} if t is end else {"at": t.isoformat()})))
+        mix["AQI of one CSA, now or a past hour"]["sql"].append((RAW_AQI.format(csa="AND d.csa = %(c)s"),
+                                                                 {"m": pollutants, "t": t, "c": csa}))
+        metric = rnd.choice(used)
+        bucket, span = rnd.choice([("1h", rnd.randint(1, 30)), ("1d", rnd.randint(7, min(days, 365))),
+                                   ("15m", rnd.randint(1, 3))])
+        group = rnd.choice(["city", "csa"])
+        e = end - timedelta(days=rnd.randint(0, max(0, days - span)))
+        s = e - timedelta(days=span)
+        params = {"metric": metric, "bucket": bucket, "start": s.isoformat(), "end": e.isoformat(), "limit": 1000}
+        scope = {}
+        if group == "csa":
+            scope = {"csa": rnd.choice(csas)}
+        mix["aggregates over random windows"]["paths"].append("/v1/aggregates?" + q(**params, group_by=group, **scope))
+        size = {"1h": timedelta(hours=1), "1d": timedelta(days=1), "15m": timedelta(minutes=15)}[bucket]
+        mix["aggregates over random windows"]["sql"].append((
+            RAW_AGG.format(grp="d.csa" if scope else "'city'", csa="AND d.csa = %(c)s" if scope else "",
+                           tz=", 'America/New_York'" if bucket == "1d" else ""),
+            {"b": size, "m": metrics[metric], "s": s, "e": e, "c": scope.get("csa")}))
+        device = rnd.choice(devices)
+        s = end - timedelta(days=rnd.randint(1, days))
+        mix["raw readings, one device's page"]["paths"].append(
+            "/v1/readings?" + q(device_id=device, limit=100, start=s.isoformat(), end=(s + timedelta(days=7)).isoformat()))
+        mix["raw readings, one device's page"]["sql"].append((RAW_PAGE, {"d": device, "s": s, "e": s + timedelta(days=7)}))
+        kind = rnd.choice([None, *kinds])
+        mix["device lists"]["paths"].append("/v1/devices?" + q(limit=100, **({"kind": kind} if kind else {})))
+        mix["device lists"]["sql"].append((RAW_DEVICES, {"k": kind}))
+    return mix
 
 
 def start_api(st: Stack, cache_s: float, workers: int) -> tuple[subprocess.Popen, str]:
@@ -193,80 +283,72 @@ def process_tree_peak_rss_mb(pid: int) -> float:
 
 
 def run(readings: int = 20_000_000, devices: int = 1000, days: int = 365, seconds: int = 10,
-        export_readings: int = 10_000_000, workers: int = 1, log=print) -> dict:
+        export_readings: int = 10_000_000, connections: int = 8, workers: int = 1, log=print) -> dict:
     from benchmarks.common import stack as make_stack
 
-    result: dict = {"devices": devices, "days": days, "connections": 16, "seconds": seconds, "tool": "wrk",
+    result: dict = {"devices": devices, "days": days, "connections": connections, "seconds": seconds, "tool": "wrk",
                     "api_workers": workers}
     with make_stack() as st:
         log(f"  loading {readings:,} readings")
         hist = load_history(st, devices, readings, days, log)
         result.update(readings=hist["readings"], history=hist)
         end = hist["end"]
-        with psycopg.connect(st.dsn) as conn:
-            csa = conn.execute("SELECT csa FROM devices WHERE kind = 'air_quality' GROUP BY csa ORDER BY count(*) DESC, csa "
-                               "LIMIT 1").fetchone()[0]
-            device = conn.execute("SELECT device_id FROM devices WHERE kind = 'air_quality' ORDER BY device_id LIMIT 1").fetchone()[0]
-        q = lambda **kw: str(httpx.QueryParams(kw))  # noqa: E731
-        month, year = (end - timedelta(days=30)).isoformat(), (end - timedelta(days=days)).isoformat()
-        endpoints = [
-            ("latest AQI by CSA, city-wide (/v1/qol/summary)", "/v1/qol/summary",
-             """SELECT d.csa, r.metric_key, time_bucket('1 hour', r.time), avg(r.value) FROM readings r
-                JOIN devices d USING (device_key) WHERE r.metric_key = ANY('{1,2,3,4,5,6}') AND r.time >= %(e)s - interval '24 hours'
-                AND r.time < %(e)s GROUP BY 1, 2, 3"""),
-            ("hourly pm25 over 30 days, one CSA", "/v1/aggregates?" + q(metric="pm25", bucket="1h", group_by="csa", csa=csa,
-                                                                       start=month, end=end.isoformat(), limit=1000),
-             """SELECT time_bucket('1 hour', r.time), count(*), avg(r.value), min(r.value), max(r.value) FROM readings r
-                JOIN devices d USING (device_key) WHERE r.metric_key = 1 AND d.csa = %(csa)s
-                AND r.time >= %(e)s - interval '30 days' AND r.time < %(e)s GROUP BY 1"""),
-            ("daily pm25 over a year, city", "/v1/aggregates?" + q(metric="pm25", bucket="1d", group_by="city", start=year,
-                                                                    end=end.isoformat(), limit=1000),
-             """SELECT time_bucket('1 day', time), count(*), avg(value), min(value), max(value) FROM readings
-                WHERE metric_key = 1 AND time >= %(e)s - interval '365 days' AND time < %(e)s GROUP BY 1"""),
-            ("one page of raw readings (100, one device)", "/v1/readings?" + q(device_id=device, limit=100,
-                                                                                start=(end - timedelta(days=7)).isoformat(),
-                                                                                end=end.isoformat()), None),
-        ]
-        params = {"e": end, "csa": csa}
-        result["endpoints"] = []
-        log("  raw-hypertable equivalents")
-        raw = {name: time_sql(st.dsn, sql, params) if sql else None for name, _, sql in endpoints}
-        for cache_s, label in ((30, "cached"), (0, "uncached")):
+        mix = request_mix(st, end, days)
+        log("  the same questions of the raw hypertable")
+        raw = {name: time_sql(st.dsn, c["sql"][:15]) for name, c in mix.items()}
+        everything = [p for c in mix.values() for p in c["paths"]]
+        result["classes"] = {}
+        for cache_s, label in ((30, "default cache"), (0, "no cache")):
             proc, base = start_api(st, cache_s, workers)
             try:
-                for name, path, _ in endpoints:
-                    log(f"  wrk {label}: {name}")
-                    cold_t = time.perf_counter()
-                    r = httpx.get(base + path, timeout=120)
-                    cold_ms = (time.perf_counter() - cold_t) * 1000
-                    assert r.status_code == 200, (path, r.text[:300])
-                    w = wrk(base + path, seconds)
-                    result["endpoints"].append({"name": name + ("" if cache_s else " — no answer cache"), "path": path,
-                                                "first_request_ms": cold_ms, "raw_p50_ms": raw[name], **w})
+                for name, c in [*mix.items(), ("all of the above, mixed", {"paths": everything})]:
+                    log(f"  wrk, {label}: {name}")
+                    w = wrk(base, c["paths"], seconds, connections, st.root)
+                    result["classes"].setdefault(name, {"raw_p50_ms": raw.get(name), "examples": c["paths"][:2]})[label] = w
             finally:
                 proc.terminate()
                 proc.wait(30)
         if export_readings:
-            per_day = hist["readings"] / days
-            span = timedelta(days=min(days, export_readings / per_day))
-            proc, base = start_api(st, 0, 1)
-            try:
-                url = base + "/v1/datasets/readings.csv?" + q(start=(end - span).isoformat(), end=end.isoformat())
-                log(f"  CSV export of ~{export_readings:,} readings")
-                t = time.perf_counter()
-                lines = size = 0
-                with httpx.stream("GET", url, timeout=None) as resp:
-                    assert resp.status_code == 200
-                    for chunk in resp.iter_bytes():
-                        lines += chunk.count(b"\n")
-                        size += len(chunk)
-                secs = time.perf_counter() - t
-                result["export"] = {"readings": lines - 1, "seconds": secs, "mb": size / 1e6,
-                                    "api_peak_rss_mb": process_tree_peak_rss_mb(proc.pid)}
-            finally:
-                proc.terminate()
-                proc.wait(30)
+            result["export"] = run_export(st, hist, days, export_readings, log)
     return result
+
+
+def run_export(st: Stack, hist: dict, days: int, export_readings: int, log) -> dict:
+    """The readings CSV of a span holding ~export_readings readings, through the API, next to PostgreSQL's own
+    COPY (SELECT …) TO STDOUT of the same rows (the API's query, read by psql), with the API's peak memory."""
+    end = hist["end"]
+    span = timedelta(days=min(days, export_readings / (hist["readings"] / days)))
+    start = end - span
+    q = lambda **kw: str(httpx.QueryParams(kw))  # noqa: E731
+    proc, base = start_api(st, 0, 1)
+    try:
+        url = base + "/v1/datasets/readings.csv?" + q(start=start.isoformat(), end=end.isoformat())
+        log(f"  CSV export of ~{export_readings:,} readings")
+        t = time.perf_counter()
+        lines = size = 0
+        with httpx.stream("GET", url, timeout=None) as resp:
+            assert resp.status_code == 200, resp.read()[:300]
+            for chunk in resp.iter_bytes():
+                lines += chunk.count(b"\n")
+                size += len(chunk)
+        secs = time.perf_counter() - t
+        rss = process_tree_peak_rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    from services.store.datasets import READINGS
+
+    log("  COPY (SELECT …) TO STDOUT of the same rows (the API's query, PostgreSQL's own formatting)")
+    with psycopg.connect(st.dsn) as conn:
+        t = time.perf_counter()
+        copied = 0
+        with conn.cursor().copy(f"COPY ({READINGS}) TO STDOUT (FORMAT csv, HEADER)",
+                                {"start": start, "end": end, "metric": None, "csa": None}) as cp:
+            for block in cp:
+                copied += bytes(block).count(b"\n")
+        copy_s = time.perf_counter() - t
+    return {"readings": lines - 1, "seconds": secs, "mb": size / 1e6, "api_peak_rss_mb": rss,
+            "copy_rows": copied - 1, "copy_seconds": copy_s, "vs_copy": copy_s / secs}
 
 
 if __name__ == "__main__":

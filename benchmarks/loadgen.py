@@ -47,7 +47,8 @@ class CLoad:
         self._t0, self._rate, self._stamp, self._step = t0, rate, stamp, step_s
         self._inputs = None if stamp else [stream(c, t0, step_s) for c in self.counts]
         self.procs = [
-            subprocess.Popen(["mosquitto_pub", "-d", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-l", "-M", "1000",
+            # stdbuf -oL: each debug line as it happens (a pipe is otherwise block-buffered until exit)
+            subprocess.Popen(["stdbuf", "-oL", "mosquitto_pub", "-d", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-l", "-M", "1000",
                               "-t", topic or f"city/v1/devices/{d}/readings", *accounts[i]],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             for i, d in enumerate(devices)]

@@ -69,19 +69,21 @@ class RequestBounds:
                     raise HTTPException(413, f"the request body is larger than {limit} bytes")
             return message
 
-        status = 500
+        audited = not write
 
         async def watched_send(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
+            nonlocal audited
+            if message["type"] == "http.response.start" and not audited:
+                # Recorded before the client sees the answer: its next request is audited after this one.
+                audited = True
+                await self._audit(scope, message["status"])
             await send(message)
 
         try:
             await self.app(scope, bounded_receive, watched_send)
         finally:
-            if write:
-                await self._audit(scope, status)
+            if not audited:  # no answer started (an error): recorded as a server error
+                await self._audit(scope, 500)
 
     async def _too_large(self, scope, receive, send, limit: int):
         # Close the connection: the client may still be sending the body we will not read.
