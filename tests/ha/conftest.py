@@ -93,10 +93,12 @@ class HACluster:
 
 
 def _tail(path: Path, lines: int = 25) -> str:
+    """The start and the end of a log (Patroni repeats its last state every second)."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        text = path.read_text(errors="replace").splitlines()
     except OSError as exc:
         return f"({exc})"
+    return "\n".join(text if len(text) <= 2 * lines else [*text[:lines], "…", *text[-lines // 2:]])
 
 
 def _patroni_config(scope: str, node: Node, etcd_port: int, socket_dir: Path, pg_bin: Path, su: str, repl: str) -> dict:
@@ -173,7 +175,8 @@ def ha(workdir):
             wait_until(lambda: rest(nodes[1].api_port, "/sync") == 200, 120, interval=0.5,
                        what="pg2 streaming as the synchronous standby")
         except AssertionError as exc:  # say why: the end of each log
-            tails = "\n".join(f"--- {p.name}:\n{_tail(p)}" for p in (root / "etcd.log", nodes[0].log, nodes[1].log))
+            logs = [root / "etcd.log", nodes[0].log, *sorted((nodes[0].data_dir / "log").glob("*")), nodes[1].log]
+            tails = "\n".join(f"--- {p.name}:\n{_tail(p)}" for p in logs)
             raise AssertionError(f"{exc}\n{tails}") from None
         bootstrap(cluster.dsn("postgres"), cs)
         migrate(cluster.dsn())
