@@ -65,6 +65,49 @@ def test_systemd_services_run_sandboxed_as_citysense_from_one_environment_file()
             assert "api.env" not in (DEPLOY / "systemd" / name).read_text()
 
 
+def test_systemd_ha_variant_drop_ins_are_read_by_systemd(tmp_path):
+    """The HA drop-ins extend the units (systemd reads NAME.service.d/*.conf beside a unit it verifies) and the
+    Patroni drop-in extends Debian's own patroni.service; a mistake in either is a diagnostic here."""
+    ha = DEPLOY / "systemd" / "ha"
+    for name in UNITS:
+        text = (DEPLOY / "systemd" / name).read_text()
+        (tmp_path / name).write_text(text.replace("/opt/citysense/venv/bin/citysense", str(BIN / "citysense")))
+    for d in ha.glob("*.d"):
+        shutil.copytree(d, tmp_path / d.name)
+    broken = tmp_path / "citysense-api.service.d" / "zz-typo.conf"
+    broken.write_text("[Service]\nEnvironmentFiel=/etc/citysense/ha.env\n")  # proves the drop-ins are read
+    patroni = Path("/lib/systemd/system/patroni.service")
+    shutil.copy(patroni, tmp_path / "patroni.service")
+    args = [str(tmp_path / n) for n in (*UNITS, "patroni.service")] + [str(tmp_path / "citysense-ingest@1.service")]
+
+    def verify():
+        return subprocess.run(["systemd-analyze", "verify", "--man=no", *args], capture_output=True, text=True, timeout=60)
+    r = verify()
+    assert "EnvironmentFiel" in r.stderr + r.stdout, "systemd did not read the drop-in directory"
+    broken.unlink()
+    r = verify()
+    assert r.returncode == 0 and not r.stderr.strip() and not r.stdout.strip(), r.stderr + r.stdout
+    for name in ("citysense-api.service", "citysense-ingest@.service", "citysense-migrate.service"):
+        assert "EnvironmentFile=/etc/citysense/ha.env" in (ha / f"{name}.d" / "ha.conf").read_text()
+
+
+def test_systemd_ha_env_urls_parse_as_libpq_and_citysense_read_them(monkeypatch):
+    import psycopg
+
+    from services.broker.connect import Endpoint
+    from services.core.settings import Settings
+
+    env = dict(line.split("=", 1) for line in (DEPLOY / "systemd" / "ha" / "ha.env").read_text().splitlines()
+               if line and not line.startswith("#"))
+    for url, attrs in ((env["CITYSENSE_DATABASE_URL"], "read-write"), (env["CITYSENSE_API_READ_DATABASE_URL"], "prefer-standby")):
+        info = psycopg.conninfo.conninfo_to_dict(url)  # libpq's own parser
+        assert len(info["host"].split(",")) == 3 and info["target_session_attrs"] == attrs
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    settings = Settings()
+    assert [e.host for e in Endpoint.all_of(settings)] == ["mqtt1.example.internal", "mqtt2.example.internal"]
+
+
 # -- Kubernetes ----------------------------------------------------------------------------------------
 def _render(path: Path) -> list[dict]:
     kubectl = BIN / "kubectl" if (BIN / "kubectl").exists() else shutil.which("kubectl")
