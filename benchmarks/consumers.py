@@ -1,7 +1,9 @@
 """The two consumers citysense is compared with, each in its own process:
 
 * ``paho``: a bare paho-mqtt subscriber at QoS 1 that only counts messages (the client library's limit);
-* ``naive``: the bridge found in many projects: one INSERT per reading and one commit per message.
+* ``naive``: the bridge found in many projects: one INSERT per reading and one commit per message;
+* ``gmqtt``: a bare gmqtt (asyncio) subscriber that only counts: the alternative to paho that issue 13
+  asked to evaluate, measured under the same load as paho.
 
 Each prints ``ready`` once subscribed, then one JSON line when it has handled ``--count`` messages:
 the wall-clock time of the last one.
@@ -24,13 +26,15 @@ from paho.mqtt.properties import Properties
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["paho", "naive"])
+    p.add_argument("mode", choices=["paho", "naive", "gmqtt"])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--account", required=True, help="user name and client id of an account on the broker")
     p.add_argument("--password", required=True)
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--dsn")
     a = p.parse_args()
+    if a.mode == "gmqtt":
+        return bare_gmqtt(a)
     done = threading.Event()
     state = {"n": 0, "last": 0.0}
     conn = devices = metrics = None
@@ -71,6 +75,37 @@ def main() -> int:
     print(json.dumps({"count": state["n"], "last": state["last"]}), flush=True)
     c.disconnect()
     c.loop_stop()
+    return 0
+
+
+def bare_gmqtt(a) -> int:
+    import asyncio
+
+    import gmqtt
+
+    async def run() -> None:
+        done = asyncio.Event()
+        state = {"n": 0, "last": 0.0}
+        subscribed = asyncio.Event()
+        c = gmqtt.Client(a.account, clean_session=True, receive_maximum=1000)
+        c.set_auth_credentials(a.account, a.password)
+
+        def on_message(client, topic, payload, qos, properties):
+            state["n"] += 1
+            if state["n"] >= a.count:
+                state["last"] = time.time()
+                done.set()
+            return 0  # PUBACK, success
+        c.on_message = on_message
+        c.on_subscribe = lambda *args: subscribed.set()
+        await c.connect("127.0.0.1", a.port)
+        c.subscribe("city/v1/devices/+/readings", qos=1)
+        await asyncio.wait_for(subscribed.wait(), 30)
+        print("ready", flush=True)
+        await asyncio.wait_for(done.wait(), 3600)
+        print(json.dumps({"count": state["n"], "last": state["last"]}), flush=True)
+        await c.disconnect()
+    asyncio.run(run())
     return 0
 
 

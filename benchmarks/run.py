@@ -39,6 +39,7 @@ def ingest_table(r: dict) -> list[str]:
         "|---|---:|---:|---:|---:|",
         row("`mosquitto_sub` (the broker end to end, counts only)", "broker_c"),
         row("bare paho-mqtt subscriber (counts only)", "paho"),
+        row("bare gmqtt (asyncio) subscriber (counts only): the alternative evaluated", "gmqtt"),
         row("**citysense ingestor, 1 process** (validated, stored, acknowledged after commit)", "citysense_1", True),
         row("citysense ingestor, 2 processes (shared subscription)", "citysense_2"),
         row(f"naive bridge (INSERT per reading, commit per message; {fmt(r['naive']['runs'][0]['messages'])} messages)", "naive"),
