@@ -268,13 +268,15 @@ def run(n: int = 60_000, publishers: int = 8, repeats: int = 3, naive_n: int = 1
     results: dict = {"n_messages": n, "readings_per_message": 5, "publishers": publishers, "repeats": repeats}
     with make_stack() as st:
         ids = register_devices(st.dsn, publishers)
-        runs: dict[str, list[dict]] = {k: [] for k in ("broker_c", "paho", "gmqtt", "citysense_1", "citysense_2", "naive")}
+        runs: dict[str, list[dict]] = {k: [] for k in ("broker_c", "paho", "paho_acks", "gmqtt", "citysense_1", "citysense_2", "naive")}
         # Interleaved rounds: each baseline meets the same machine state as citysense, round after round.
         for r in range(repeats):
             log(f"  round {r + 1}/{repeats}: C clients end to end")
             runs["broker_c"].append(run_broker_c(st, ids, n))
             log(f"  round {r + 1}/{repeats}: bare paho")
             runs["paho"].append(run_consumer(st, ids, n, "paho"))
+            log(f"  round {r + 1}/{repeats}: paho, acknowledged from a second thread")
+            runs["paho_acks"].append(run_consumer(st, ids, n, "paho_acks"))
             log(f"  round {r + 1}/{repeats}: bare gmqtt")
             runs["gmqtt"].append(run_consumer(st, ids, n, "gmqtt"))
             log(f"  round {r + 1}/{repeats}: citysense, 1 process")

@@ -39,6 +39,7 @@ def ingest_table(r: dict) -> list[str]:
         "|---|---:|---:|---:|---:|",
         row("`mosquitto_sub` (the broker end to end, counts only)", "broker_c"),
         row("bare paho-mqtt subscriber (counts only)", "paho"),
+        row("paho, acknowledged in batches from a second thread (the ingestor's scheme, no work)", "paho_acks"),
         row("bare gmqtt (asyncio) subscriber (counts only): the alternative evaluated", "gmqtt"),
         row("**citysense ingestor, 1 process** (validated, stored, acknowledged after commit)", "citysense_1", True),
         row("citysense ingestor, 2 processes (shared subscription)", "citysense_2"),
