@@ -44,7 +44,8 @@ class Node:
     proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(["runuser", "-u", "postgres", "--", PATRONI, str(self.config)],
+        # cwd: a directory the postgres user may enter (the checkout may be under /root, mode 0700)
+        self.proc = subprocess.Popen(["runuser", "-u", "postgres", "--", PATRONI, str(self.config)], cwd=self.config.parent,
                                      stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
     def postmaster_pid(self) -> int | None:
@@ -93,12 +94,18 @@ class HACluster:
 
 
 def _tail(path: Path, lines: int = 25) -> str:
-    """The start and the end of a log (Patroni repeats its last state every second)."""
+    """A log without its repetitions (Patroni repeats its state every second): each message once, in order."""
     try:
         text = path.read_text(errors="replace").splitlines()
     except OSError as exc:
         return f"({exc})"
-    return "\n".join(text if len(text) <= 2 * lines else [*text[:lines], "…", *text[-lines // 2:]])
+    seen, out = set(), []
+    for line in text:
+        message = line[24:] if line[:2] == "20" else line  # without Patroni's timestamp
+        if message not in seen:
+            seen.add(message)
+            out.append(line)
+    return "\n".join(out[-4 * lines:])
 
 
 def _patroni_config(scope: str, node: Node, etcd_port: int, socket_dir: Path, pg_bin: Path, su: str, repl: str) -> dict:
