@@ -220,9 +220,10 @@ def request_mix(st: Stack, end: datetime, days: int, n: int = 400, seed: int = 7
                             ("city-wide summary", "AQI of one CSA, now or a past hour", "aggregates over random windows",
                              "raw readings, one device's page", "device lists")}
     for i in range(n):
-        # the summary: JSON or the map's GeoJSON, now (kept in the background) or a past hour
+        # the summary: JSON or the map's GeoJSON, mostly now (the map's question, kept in the background),
+        # one in ten about a past hour (computed on request, then cached for an hour)
         fmt = rnd.choice(["json", "geojson"])
-        t = end if i % 4 else hour(days)
+        t = end if i % 10 else hour(days)
         mix["city-wide summary"]["paths"].append("/v1/qol/summary?" + q(format=fmt, **({} if t is end else {"at": t.isoformat()})))
         mix["city-wide summary"]["sql"].append((RAW_AQI.format(csa=""), {"m": pollutants, "t": t}))
         csa = rnd.choice(csas)
