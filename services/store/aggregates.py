@@ -11,7 +11,9 @@ every source gives the same answer for the same question.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 
 from psycopg import sql
 
@@ -28,17 +30,44 @@ def _bucket_expr(column: sql.Composable, whole_days: bool) -> sql.Composable:
     return sql.SQL("time_bucket(%(bucket)s, {})").format(column)
 
 
+#: TimescaleDB's default origin for time_bucket on timestamptz (a Monday): buckets of fixed length are
+#: counted from it.
+ORIGIN = datetime(2000, 1, 3, tzinfo=dt_timezone.utc)
+
+
+def utc_grid(size: timedelta, start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """[start, end) widened to a UTC-aligned grid of ``size`` exactly as time_bucket() draws it, without a
+    round trip to the database."""
+    g0 = ORIGIN + ((start - ORIGIN) // size) * size
+    g1 = ORIGIN + ((end - timedelta(microseconds=1) - ORIGIN) // size) * size + size
+    return g0, g1
+
+
 async def grid(conn, size: timedelta, start: datetime, end: datetime, timezone: str) -> tuple[datetime, datetime]:
     """[start, end) widened to the bucket grid. Whole days are local days: the end is the next local
     midnight (wall-clock arithmetic, so a DST day keeps its 23 or 25 hours)."""
-    if size % timedelta(days=1) == timedelta(0):
-        q = ("SELECT time_bucket(%(b)s, %(s)s::timestamptz, %(tz)s), "
-             "((time_bucket(%(b)s, %(e)s::timestamptz - interval '1 microsecond', %(tz)s) AT TIME ZONE %(tz)s) + %(b)s)"
-             " AT TIME ZONE %(tz)s")
-    else:
-        q = ("SELECT time_bucket(%(b)s, %(s)s::timestamptz), "
-             "time_bucket(%(b)s, %(e)s::timestamptz - interval '1 microsecond') + %(b)s")
+    if size % timedelta(days=1) != timedelta(0):
+        return utc_grid(size, start, end)
+    q = ("SELECT time_bucket(%(b)s, %(s)s::timestamptz, %(tz)s), "
+         "((time_bucket(%(b)s, %(e)s::timestamptz - interval '1 microsecond', %(tz)s) AT TIME ZONE %(tz)s) + %(b)s)"
+         " AT TIME ZONE %(tz)s")
     return await (await conn.execute(q, {"b": size, "s": start, "e": end, "tz": timezone})).fetchone()
+
+
+_METRICS: tuple[float, dict[str, tuple]] = (0.0, {})
+METRICS_TTL_S = 60.0
+
+
+async def metric_row(conn, metric: str) -> tuple | None:
+    """(metric_key, unit, aggregation) of a catalogue metric, from a copy of the catalogue refreshed every
+    minute (it changes with migrations only): one round trip less per aggregate."""
+    global _METRICS
+    loaded, rows = _METRICS
+    if time.monotonic() - loaded > METRICS_TTL_S or metric not in rows:
+        cur = await conn.execute("SELECT metric, metric_key, unit, aggregation FROM metrics")
+        rows = {r[0]: tuple(r[1:]) for r in await cur.fetchall()}
+        _METRICS = (time.monotonic(), rows)
+    return rows.get(metric)
 
 
 async def aggregate(conn, *, metric: str, size: timedelta, start: datetime, end: datetime, group_by: str,
@@ -46,8 +75,7 @@ async def aggregate(conn, *, metric: str, size: timedelta, start: datetime, end:
                     after: tuple[str, datetime] | None, source: str, timezone: str):
     """(metric row, grid start, grid end, rows of (bucket, group, count, sum, min, max, energy)).
     Raises Unknown("metric") for a metric not in the catalogue."""
-    m = await (await conn.execute("SELECT metric_key, unit, aggregation FROM metrics WHERE metric = %s",
-                                  (metric,))).fetchone()
+    m = await metric_row(conn, metric)
     if m is None:
         raise Unknown("metric")
     metric_key, _, aggregation = m

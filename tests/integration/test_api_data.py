@@ -162,3 +162,22 @@ def test_patch_moves_a_device_delete_retires_it_and_purge_removes_it(http, admin
     assert http.delete(f"/v1/devices/{device_id}", headers=admin).status_code == 404
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM devices WHERE device_id = %s", (device_id,)).fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("size", [timedelta(minutes=1), timedelta(minutes=15), timedelta(minutes=7), timedelta(hours=1),
+                                  timedelta(hours=5), timedelta(hours=30)])
+def test_the_grid_drawn_in_python_is_time_buckets_grid(dsn, size):
+    """Sub-day buckets' grid is computed without the database: it must be exactly time_bucket()'s."""
+    from services.store.aggregates import utc_grid
+
+    start = datetime(2026, 3, 8, 6, 59, 59, 999_999, tzinfo=timezone(timedelta(hours=-5)))
+    with psycopg.connect(dsn) as conn:
+        for k in range(40):
+            s = start + k * timedelta(minutes=37, seconds=11)
+            e = s + k * timedelta(hours=3, minutes=1)
+            if e <= s:
+                e = s + timedelta(seconds=1)
+            want = conn.execute("SELECT time_bucket(%(b)s, %(s)s::timestamptz), "
+                                "time_bucket(%(b)s, %(e)s::timestamptz - interval '1 microsecond') + %(b)s",
+                                {"b": size, "s": s, "e": e}).fetchone()
+            assert utc_grid(size, s, e) == tuple(want), (size, s, e)
