@@ -297,7 +297,9 @@ def process_tree_peak_rss_mb(pid: int) -> float:
 
 
 def run(readings: int = 20_000_000, devices: int = 1000, days: int = 365, seconds: int = 10,
-        export_readings: int = 10_000_000, connections: int = 8, workers: int = 1, log=print) -> dict:
+        export_readings: int = 10_000_000, connections: int = 8, workers: int | None = None, log=print) -> dict:
+    # One API worker per core, as a deployment on this machine would run (CITYSENSE_API_WORKERS).
+    workers = workers or os.cpu_count() or 1
     from benchmarks.common import stack as make_stack
 
     result: dict = {"devices": devices, "days": days, "connections": connections, "seconds": seconds, "tool": "wrk",

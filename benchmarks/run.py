@@ -66,8 +66,8 @@ def ingest_table(r: dict) -> list[str]:
 
 def api_table(r: dict) -> list[str]:
     rows = [
-        f"API: {fmt(r['readings'])} readings from {fmt(r['devices'])} devices over {r['days']} days (with rollups); "
-        f"{r['tool']}, {r['connections']} connections, {r['seconds']} s per line, each request's path drawn at random "
+        f"API: {fmt(r['readings'])} readings from {fmt(r['devices'])} devices over {r['days']} days (with rollups), "
+        f"{r['api_workers']} API worker processes; {r['tool']}, {r['connections']} connections, {r['seconds']} s per line, each request's path drawn at random "
         "from 400 varied ones of its class (random CSAs, devices, metrics, windows, past hours).",
         "",
         "| request class | default cache: p50 / p99 ms | req/s | errors | no cache: p50 / p99 ms | req/s | errors "
