@@ -14,10 +14,12 @@ Contracts:
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.client import PUBACK
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -130,10 +132,25 @@ class Subscriber:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def ack(self, env: Envelope) -> None:
-        """Acknowledge a message once its batch has committed (pipeline thread; paho queues the PUBACK)."""
-        if env.qos > 0 and env.connection == self._connection:
-            self._client.ack(env.mid, env.qos)
+    def ack(self, envelopes: list[Envelope]) -> None:
+        """Acknowledge a batch's messages once it has committed (pipeline thread).
+
+        paho's ``ack()`` queues one PUBACK at a time, and each wakes its network thread (a socketpair write)
+        and costs a send() of 4 bytes: acknowledging from another thread that way took a fifth of a bare
+        subscriber's throughput (benchmarks: "paho, acknowledged in batches from a second thread"). Here the
+        batch's PUBACKs go to paho's output queue as one buffer: one wake-up, one send. PUBACK is 4 bytes
+        in MQTT 3.1.1 and 5 alike (success needs no reason code). With a paho lacking that internal queue,
+        one ``ack()`` per message."""
+        connection = self._connection
+        mids = [e.mid for e in envelopes if e.qos > 0 and e.connection == connection]
+        if not mids:
+            return
+        queue = getattr(self._client, "_packet_queue", None)
+        if queue is None:
+            for mid in mids:
+                self._client.ack(mid, 1)
+            return
+        queue(PUBACK, struct.pack("!" + "BBH" * len(mids), *[x for mid in mids for x in (PUBACK, 2, mid)]), 0, 1)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:

@@ -119,7 +119,7 @@ class Pipeline:
                  config: PipelineConfig):
         self._inbox = inbox
         self._store = store
-        self._ack = ack  # callable(envelope), thread-safe
+        self._ack = ack  # callable(list of envelopes), thread-safe
         self._metrics = metrics
         self._config = config
         self._stopping = threading.Event()
@@ -311,8 +311,8 @@ class Pipeline:
             return envelopes
         m.database_fault(False)
         done = time.monotonic()
+        self._ack(envelopes)
         for env in envelopes:
-            self._ack(env)
             m.lag_seconds.observe(done - env.received_mono)
         self.acked += len(envelopes)
         m.write_seconds.observe(done - t0)

@@ -42,7 +42,7 @@ def env(i: int, connection: int = 1) -> Envelope:
 
 def test_a_batch_over_the_reading_cap_is_written_in_halves_and_each_message_acknowledged_once():
     acked, store = [], Store()
-    p = Pipeline(Inbox(1 << 20), store, lambda e: acked.append(e.mid), IngestMetrics(),
+    p = Pipeline(Inbox(1 << 20), store, lambda es: acked.extend(e.mid for e in es), IngestMetrics(),
                  PipelineConfig(batch_max_readings=3))
     assert p.process([env(i) for i in range(8)]) == []  # 16 readings, at most 3 a batch
     assert sorted(acked) == list(range(1, 9)) and max(store.writes) <= 3 and sum(store.writes) == 16
@@ -58,6 +58,21 @@ def test_an_acknowledgement_goes_out_only_on_the_connection_that_delivered_the_m
 
     sub._client = Client()
     sub._connection = 2  # reconnected since message 7 was delivered
-    sub.ack(env(6, connection=1))
-    sub.ack(env(7, connection=2))
+    sub.ack([env(6, connection=1)])
+    sub.ack([env(7, connection=2)])
     assert sent == [8]  # (env(i) has mid i + 1) the stale one is left to the broker's redelivery
+
+
+def test_a_batch_is_acknowledged_with_one_buffer_of_pubacks():
+    sub = Subscriber(Settings(), Inbox(1 << 20), IngestMetrics())
+    queued = []
+
+    class Client:
+        def _packet_queue(self, command, packet, mid, qos):
+            queued.append((command, bytes(packet)))
+
+    sub._client = Client()
+    sub._connection = 1
+    sub.ack([env(1, connection=1), env(2, connection=0), env(300, connection=1)])
+    # one PUBACK (0x40, remaining length 2, packet id) per message of this connection, in one buffer
+    assert queued == [(0x40, bytes([0x40, 2, 0, 2, 0x40, 2, 1, 45]))]
