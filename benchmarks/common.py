@@ -3,7 +3,6 @@ devices and messages they use, and small measuring helpers."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil

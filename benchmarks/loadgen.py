@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 
-METRICS5 = ("pm25", "pm10", "o3", "no2", "co")
+from benchmarks.common import METRICS5
 
 
 def payload(t: float, i: int) -> bytes:
@@ -45,7 +45,8 @@ class CLoad:
         per, extra = divmod(n, len(devices))
         self.counts = [per + (1 if i < extra else 0) for i in range(len(devices))]
         self._t0, self._rate, self._stamp, self._step = t0, rate, stamp, step_s
-        self._inputs = None if stamp else [stream(c, t0, step_s) for c in self.counts]
+        # pre-built input when fed as fast as the clients read; fed line by line otherwise (paced, or stamped)
+        self._inputs = None if stamp or rate else [stream(c, t0, step_s) for c in self.counts]
         self.procs = [
             # stdbuf -oL: each debug line as it happens (a pipe is otherwise block-buffered until exit)
             subprocess.Popen(["stdbuf", "-oL", "mosquitto_pub", "-d", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-l", "-M", "1000",
@@ -87,7 +88,7 @@ class CLoad:
         return self
 
     def _feed(self) -> None:
-        if self._inputs is not None and not self._rate:
+        if self._inputs is not None:
             # As fast as the clients read: one writer thread per client, so a slow one does not hold the rest.
             def write(p, data):
                 p.stdin.write(data)

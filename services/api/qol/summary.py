@@ -60,18 +60,21 @@ def _summary(aq, nz, wx, coverage, latest_hour: datetime) -> list[dict]:
     return rows
 
 
-def documents(rows: list[dict], at: datetime, computed_at: datetime | None, refresh_s: float | None) -> dict[str, bytes]:
-    """Both answers, encoded: rows (JSON) and a FeatureCollection with the CSA boundaries (GeoJSON)."""
+FORMATS = ("json", "geojson")
+
+
+def document(fmt: str, rows: list[dict], at: datetime, computed_at: datetime | None = None,
+             refresh_s: float | None = None) -> bytes:
+    """One answer, encoded: rows (``json``) or a FeatureCollection with the CSA boundaries (``geojson``)."""
     fresh = {"at": at}
     if computed_at is not None:
         fresh.update(computed_at=computed_at, refresh_s=refresh_s)
+    if fmt == "json":
+        return to_json({"items": rows, "next_cursor": None, **fresh})
     areas = baltimore().csas
-    return {
-        "json": to_json({"items": rows, "next_cursor": None, **fresh}),
-        "geojson": to_json({"type": "FeatureCollection", **fresh,
-                            "features": [{"type": "Feature", "geometry": areas[r["csa"]].geometry, "properties": r}
-                                         for r in rows]}),
-    }
+    return to_json({"type": "FeatureCollection", **fresh,
+                    "features": [{"type": "Feature", "geometry": areas[r["csa"]].geometry, "properties": r}
+                                 for r in rows]})
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ class SummaryKeeper:
     async def refresh(self) -> None:
         now = datetime.now(timezone.utc)
         rows = await summary_rows(self._pool(), now)
-        bodies = await run_in_threadpool(documents, rows, now, now, self.refresh_s)
+        bodies = await run_in_threadpool(lambda: {f: document(f, rows, now, now, self.refresh_s) for f in FORMATS})
         self.snapshot = Snapshot(now, time.monotonic(), bodies)
         self._ready.set()
 

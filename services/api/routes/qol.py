@@ -13,7 +13,7 @@ from services.api.deps import PoolDep, SettingsDep
 from services.api.responses import cached_json
 from services.api.problems import Problem
 from services.api.qol import indicators
-from services.api.qol.summary import documents, summary_rows
+from services.api.qol.summary import document, summary_rows
 from services.api.qol.aqi import AQI_POLLUTANTS
 from services.api.qol.series import hourly_means, latest_values
 from services.api.schemas import AQIPublic, HeatIndexPublic, NoisePublic
@@ -120,6 +120,6 @@ async def qol_summary(request: Request, pool: PoolDep, at: At = None,
 
     async def compute() -> bytes:
         rows = await summary_rows(pool, t)
-        return (await run_in_threadpool(documents, rows, t, None, None))[format]
+        return await run_in_threadpool(document, format, rows, t)
     body = await request.app.state.cache.get(("summary", format, t), _past(at), compute)
     return Response(body, media_type=media_type)
