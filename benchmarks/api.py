@@ -4,7 +4,8 @@ the same question asked of the raw hypertable with time_bucket, and a streamed C
 API's peak memory.
 
 The history is generated in SQL (generate_series with daily and rush-hour cycles), so 20 million rows
-load in minutes; every device reports its kind's metrics at one interval chosen to reach the
+load in minutes, laid out in time order as the ingestor writes them (an hour's rows side by side, not each
+device's year); every device reports its kind's metrics at one interval chosen to reach the
 requested number of readings over the year.
 """
 
@@ -57,6 +58,7 @@ CROSS JOIN LATERAL (SELECT extract(hour FROM t AT TIME ZONE 'America/New_York')
 CROSS JOIN LATERAL (SELECT sin(2 * pi() * (hh.h - 9) / 24) AS day,
                            greatest(exp(-((hh.h - 8) ^ 2) / 2), exp(-((hh.h - 17.5) ^ 2) / 2.5)) AS rush,
                            -cos(2 * pi() * (extract(doy FROM t) - 20) / 365) AS season) c
+ORDER BY t
 """
 
 HOURLY = """
@@ -66,6 +68,7 @@ SELECT time_bucket('1 hour', r.time), r.device_key, r.metric_key, count(*), sum(
 FROM readings r JOIN metrics m USING (metric_key)
 WHERE r.time >= %(start)s AND r.time < %(end)s
 GROUP BY 1, 2, 3
+ORDER BY 1
 """
 
 

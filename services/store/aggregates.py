@@ -1,6 +1,8 @@
 """Readings in time buckets, from the cheapest source that can answer:
 
 - ``daily_rollups``: whole-day buckets by city or CSA (local days, from readings_daily_csa);
+- ``csa_hourly_rollups``: other whole-hour buckets by city or CSA (readings_hourly_csa, the hours of local
+  days the rollup job has not yet recomputed from hourly_placed: never behind the hourly rollups);
 - ``hourly_rollups``: other whole-hour buckets (hourly_placed: each hour in the area its device was in);
 - ``raw``: shorter buckets (readings_placed).
 
@@ -11,12 +13,12 @@ every source gives the same answer for the same question.
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 
 from psycopg import sql
 
+from services.store.catalogue import metric_row
 from services.store.readings import Unknown
 
 GROUPS = {"city": sql.SQL("'city'"), "csa": sql.SQL("h.csa"), "neighbourhood": sql.SQL("h.neighbourhood"),
@@ -54,22 +56,6 @@ async def grid(conn, size: timedelta, start: datetime, end: datetime, timezone: 
     return await (await conn.execute(q, {"b": size, "s": start, "e": end, "tz": timezone})).fetchone()
 
 
-_METRICS: tuple[float, dict[str, tuple]] = (0.0, {})
-METRICS_TTL_S = 60.0
-
-
-async def metric_row(conn, metric: str) -> tuple | None:
-    """(metric_key, unit, aggregation) of a catalogue metric, from a copy of the catalogue refreshed every
-    minute (it changes with migrations only): one round trip less per aggregate."""
-    global _METRICS
-    loaded, rows = _METRICS
-    if time.monotonic() - loaded > METRICS_TTL_S or metric not in rows:
-        cur = await conn.execute("SELECT metric, metric_key, unit, aggregation FROM metrics")
-        rows = {r[0]: tuple(r[1:]) for r in await cur.fetchall()}
-        _METRICS = (time.monotonic(), rows)
-    return rows.get(metric)
-
-
 async def aggregate(conn, *, metric: str, size: timedelta, start: datetime, end: datetime, group_by: str,
                     scope: tuple[str, str | None], kind: str | None, limit: int,
                     after: tuple[str, datetime] | None, source: str, timezone: str):
@@ -99,6 +85,25 @@ async def aggregate(conn, *, metric: str, size: timedelta, start: datetime, end:
               AND h.day >= (%(start)s::timestamptz AT TIME ZONE %(tz)s)::date
               AND h.day < (%(end)s::timestamptz AT TIME ZONE %(tz)s)::date AND {where}
             GROUP BY 1, 2""").format(grp=sql.SQL("'city'") if group_by == "city" else sql.SQL("h.csa"), where=where)
+    elif source == "csa_hourly_rollups":
+        # the days the rollup job has recomputed from the CSA rows, the days still marked from hourly_placed:
+        # one statement, one snapshot, so every hour is counted once (services/store/rollups.py)
+        where = sql.SQL("TRUE") if scope[0] == "city" else sql.SQL("csa = %(scope_name)s")
+        inner = sql.SQL("""
+            SELECT time_bucket(%(bucket)s, h.bucket) AS b, {grp} AS grp, sum(h.count)::bigint AS count,
+                   sum(h.sum) AS sum, min(h.min) AS min, max(h.max) AS max, sum(h.energy) AS energy
+            FROM (SELECT bucket, csa, count, sum, min, max, energy FROM readings_hourly_csa
+                  WHERE metric_key = %(metric_key)s AND bucket >= %(start)s AND bucket < %(end)s AND {where}
+                    AND (bucket AT TIME ZONE %(tz)s)::date NOT IN (SELECT day FROM rollup_dirty_days)
+                  UNION ALL
+                  SELECT p.bucket, p.csa, p.count, p.sum, p.min, p.max, p.energy
+                  FROM rollup_dirty_days dd
+                  JOIN hourly_placed p ON p.bucket >= (dd.day::timestamp AT TIME ZONE %(tz)s)
+                                      AND p.bucket < ((dd.day + 1)::timestamp AT TIME ZONE %(tz)s)
+                  WHERE p.metric_key = %(metric_key)s AND p.bucket >= %(start)s AND p.bucket < %(end)s
+                    AND {where_p}) h
+            GROUP BY 1, 2""").format(grp=sql.SQL("'city'") if group_by == "city" else sql.SQL("h.csa"), where=where,
+                                     where_p=sql.SQL("TRUE") if scope[0] == "city" else sql.SQL("p.csa = %(scope_name)s"))
     else:
         if source == "hourly_rollups":
             table, t = sql.SQL("hourly_placed h"), sql.SQL("h.bucket")

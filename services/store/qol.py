@@ -7,13 +7,24 @@ from datetime import datetime, timedelta
 
 from psycopg import sql
 
+from services.store.catalogue import metric_rows
 from services.store.fleet import reporting_sql
 
 _SCOPE = {"csa": sql.SQL("h.csa"), "neighbourhood": sql.SQL("h.neighbourhood"), "device": sql.SQL("d.device_id")}
 
 
+#: The devices that were ever in an area: lets the planner read only theirs by the rollups' and readings'
+#: (device_key, …) keys, where the placement test alone would read every device's rows and filter them.
+_EVER_IN = {"csa": sql.SQL(" AND h.device_key IN (SELECT device_key FROM device_placements WHERE csa = %(scope_name)s)"),
+            "neighbourhood": sql.SQL(" AND h.device_key IN (SELECT device_key FROM device_placements "
+                                     "WHERE neighbourhood = %(scope_name)s)"),
+            "device": sql.SQL(" AND h.device_key = (SELECT device_key FROM devices WHERE device_id = %(scope_name)s)")}
+
+
 def _scope(level: str) -> sql.Composable:
-    return sql.SQL("TRUE") if level == "city" else sql.SQL("{} = %(scope_name)s").format(_SCOPE[level])
+    if level == "city":
+        return sql.SQL("TRUE")
+    return sql.SQL("{} = %(scope_name)s{}").format(_SCOPE[level], _EVER_IN[level])
 
 
 async def hourly(conn, scope: tuple[str, str | None], metrics: tuple[str, ...], start: datetime, end: datetime,
@@ -28,6 +39,31 @@ async def hourly(conn, scope: tuple[str, str | None], metrics: tuple[str, ...], 
         mean=mean, scope=_scope(scope[0]))
     return await (await conn.execute(q, {"scope_name": scope[1], "metrics": list(metrics), "start": start,
                                          "end": end})).fetchall()
+
+
+async def recent_hours(conn, scope: tuple[str, str | None], windows: dict[str, int], latest_hour: datetime,
+                       coverage: float, energy: bool = False) -> list[tuple]:
+    """Rows (metric, device_id, csas[], neighbourhoods[], hours ago[], means[]): each device's valid hourly
+    means of each metric over the ``windows[metric]`` hours ending with ``latest_hour`` (0 hours ago), one row
+    per device and metric, aggregated here so that a city's 24 hours cross the wire as a few hundred rows
+    (the arrays are parallel, in no order). An hour is valid when its readings cover ``coverage`` of it at
+    the device's interval."""
+    catalogue = await metric_rows(conn, tuple(windows))
+    keys = [catalogue[m][0] for m in windows if m in catalogue]
+    names = {catalogue[m][0]: m for m in windows if m in catalogue}
+    mean = sql.SQL("10 * log(h.energy / h.count)" if energy else "h.sum / h.count")
+    q = sql.SQL("""
+        SELECT h.metric_key, d.device_id, array_agg(h.csa), array_agg(h.neighbourhood),
+               array_agg((extract(epoch FROM %(latest)s::timestamptz - h.bucket) / 3600)::int), array_agg({mean})
+        FROM hourly_placed h JOIN devices d ON d.device_key = h.device_key
+        WHERE h.metric_key = ANY(%(keys)s::smallint[]) AND h.bucket > %(earliest)s AND h.bucket <= %(latest)s
+          AND h.bucket > %(latest)s::timestamptz - (%(hours)s::int[])[array_position(%(keys)s::smallint[], h.metric_key)] * interval '1 hour'
+          AND h.count >= greatest(1, ceil(%(coverage)s * 3600 / d.interval_s)) AND {mean} IS NOT NULL AND {scope}
+        GROUP BY h.metric_key, d.device_id""").format(mean=mean, scope=_scope(scope[0]))
+    rows = await (await conn.execute(q, {
+        "scope_name": scope[1], "keys": keys, "hours": [windows[names[k]] for k in keys], "latest": latest_hour,
+        "earliest": latest_hour - timedelta(hours=max(windows.values())), "coverage": coverage})).fetchall()
+    return [(names[r[0]], *r[1:]) for r in rows]
 
 
 async def latest(conn, scope: tuple[str, str | None], metrics: tuple[str, ...], at: datetime,

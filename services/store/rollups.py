@@ -2,12 +2,14 @@
 
 - Hourly rollups (per device, metric and hour) are kept by the ingestor in the same statement as the raw
   insert, from the rows it really inserted (services/store/ingest.py, INSERT_READINGS).
-- Daily rollups per CSA are by the city's local day (a date; DST days have 23 or 25 hours), attributed to
-  the CSA each device was placed in at each hour (the view hourly_placed). Whoever changes hourly data
-  marks the local days it touched dirty, in the same transaction and with a lock on the mark (ON CONFLICT
-  DO UPDATE); ``refresh`` claims marks and recomputes those days. Contract: after ``refresh`` returns,
-  every day marked dirty by a transaction committed before it claimed the mark is up to date; a writer
-  holding a mark makes the claim wait for its commit.
+- Daily and hourly rollups per CSA (readings_daily_csa, readings_hourly_csa) are by the city's local day (a
+  date; DST days have 23 or 25 hours), attributed to the CSA each device was placed in at each hour (the
+  view hourly_placed). Whoever changes hourly data marks the local days it touched dirty, in the same
+  transaction and with a lock on the mark (ON CONFLICT DO UPDATE); ``refresh`` claims marks and recomputes
+  those days, daily and hourly rows together. Contract: after ``refresh`` returns, every day marked dirty by
+  a transaction committed before it claimed the mark is up to date; a writer holding a mark makes the claim
+  wait for its commit. A day's mark and its rows change in one transaction, so a reader that takes the
+  days still marked from hourly_placed and the others from the CSA rollups sees every hour exactly once.
 """
 
 from __future__ import annotations
@@ -34,6 +36,22 @@ JOIN hourly_placed h ON h.bucket >= (days.day::timestamp AT TIME ZONE %(tz)s)
 GROUP BY 1, 2, 3
 """
 
+RECOMPUTE_HOURS = """
+WITH days AS (SELECT unnest(%(days)s::date[]) AS day)
+INSERT INTO readings_hourly_csa (bucket, csa, metric_key, count, sum, min, max, energy, devices)
+SELECT h.bucket, h.csa, h.metric_key, sum(h.count), sum(h.sum), min(h.min), max(h.max), sum(h.energy), count(*)
+FROM days
+JOIN hourly_placed h ON h.bucket >= (days.day::timestamp AT TIME ZONE %(tz)s)
+                    AND h.bucket < ((days.day + 1)::timestamp AT TIME ZONE %(tz)s)
+GROUP BY 1, 2, 3
+ORDER BY 3, 1  -- a metric's hours side by side: a month of one metric reads a few hundred pages
+"""
+
+DELETE_HOURS = """
+DELETE FROM readings_hourly_csa h USING unnest(%(days)s::date[]) AS days(day)
+WHERE h.bucket >= (days.day::timestamp AT TIME ZONE %(tz)s) AND h.bucket < ((days.day + 1)::timestamp AT TIME ZONE %(tz)s)
+"""
+
 #: The local days holding one device's hourly data: marked when its data changes outside the ingestor.
 MARK_DEVICE_DAYS = """
 INSERT INTO rollup_dirty_days AS dd (day)
@@ -53,6 +71,8 @@ def refresh(conn: psycopg.Connection, timezone: str, max_days: int = 62) -> int:
             if days:
                 conn.execute("DELETE FROM readings_daily_csa WHERE day = ANY(%s)", (days,))
                 conn.execute(RECOMPUTE, {"days": days, "tz": timezone})
+                conn.execute(DELETE_HOURS, {"days": days, "tz": timezone})
+                conn.execute(RECOMPUTE_HOURS, {"days": days, "tz": timezone})
         return len(days)
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))

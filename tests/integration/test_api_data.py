@@ -75,11 +75,41 @@ def test_daily_rollups_by_csa_agree_with_the_hourly_path(http, canton):
     total = sum(i["sum"] for i in hourly["items"])
     daily = wait_until(lambda: (r := agg(http, metric="traffic_count", bucket="1d", group_by="csa", csa="Canton"))
                        and r["items"] and r["items"][0]["sum"] == total and r, what="the daily rollup", timeout=30)
-    assert daily["source"] == "daily_rollups" and hourly["source"] == "hourly_rollups"
+    assert daily["source"] == "daily_rollups" and hourly["source"] == "csa_hourly_rollups"
     assert [i["group"] for i in daily["items"]] == ["Canton"]
     assert daily["items"][0]["count"] == sum(i["count"] for i in hourly["items"])
     by_device = agg(http, metric="traffic_count", bucket="1d", group_by="device", csa="Canton")
     assert by_device["source"] == "hourly_rollups"
+
+
+def test_hourly_csa_rollups_answer_exactly_before_and_after_the_rollup_job(http, canton, dsn):
+    def per_hour(**params):
+        r = agg(http, metric="traffic_count", bucket="1h", **params)
+        out: dict[datetime, float] = {}
+        for i in r["items"]:
+            b = datetime.fromisoformat(i["bucket"])
+            out[b] = out.get(b, 0) + i["sum"]
+        return r["source"], out
+
+    source, by_device = per_hour(group_by="device", csa="Canton")
+    assert source == "hourly_rollups" and sum(by_device.values()) >= 780
+    # at once (the day still marked for the rollup job) and after the job: the same hours as device by device
+    assert per_hour(group_by="csa", csa="Canton") == ("csa_hourly_rollups", by_device)
+    day = "(%s::timestamptz AT TIME ZONE 'America/New_York')::date"
+    marked = f"SELECT count(*) FROM rollup_dirty_days WHERE day IN ({day}, {day} + 1)"
+    wait_until(lambda: count(dsn, marked, (HOUR, HOUR)) == 0, what="the rollup job", timeout=60)
+    assert per_hour(group_by="csa", csa="Canton") == ("csa_hourly_rollups", by_device)
+    city = per_hour(group_by="city")[1]
+    assert all(city[b] >= v for b, v in by_device.items())
+    # the answer really comes from the CSA rows for a day the job has done, and from the device rows for a
+    # day still marked: doctor the CSA rows, then mark the day
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE readings_hourly_csa SET sum = sum + 1000 WHERE csa = 'Canton' AND bucket = %s", (HOUR,))
+        assert per_hour(group_by="csa", csa="Canton")[1][HOUR] == by_device[HOUR] + 1000
+        conn.execute(f"INSERT INTO rollup_dirty_days (day) VALUES ({day}) ON CONFLICT DO NOTHING", (HOUR,))
+        assert per_hour(group_by="csa", csa="Canton")[1] == by_device  # (the job will recompute it)
+    wait_until(lambda: count(dsn, marked, (HOUR, HOUR)) == 0, what="the rollup job", timeout=60)
+    assert per_hour(group_by="csa", csa="Canton")[1] == by_device
 
 
 def test_grouping_and_grid(http, canton):

@@ -30,6 +30,8 @@ _TABLE: dict[str, tuple[tuple[str, str] | None, ...]] = {
     "so2_24h": (None, None, None, None, ("305", "604"), ("605", "1004")),
     "no2_1h": (("0", "53"), ("54", "100"), ("101", "360"), ("361", "649"), ("650", "1249"), ("1250", "2049")),
 }
+_BANDS_DEC: dict[str, tuple[tuple[Decimal, Decimal] | None, ...]] = {
+    t: tuple(None if bp is None else (Decimal(bp[0]), Decimal(bp[1])) for bp in bands) for t, bands in _TABLE.items()}
 #: Truncation step per pollutant (the concentration's unit as in _TABLE).
 TRUNCATION = {"o3_8h": "0.001", "o3_1h": "0.001", "pm25_24h": "0.1", "pm10_24h": "1", "co_8h": "0.1",
               "so2_1h": "1", "so2_24h": "1", "no2_1h": "1"}
@@ -44,25 +46,28 @@ def category(aqi: int | None) -> str | None:
     return BEYOND
 
 
+_STEP = {t: Decimal(step) for t, step in TRUNCATION.items()}
+_ONE = Decimal(1)
+
+
 def truncate(value: float, table: str) -> Decimal:
     """EPA truncation (not rounding) of a concentration, done on its decimal text."""
-    return Decimal(repr(float(value))).quantize(Decimal(TRUNCATION[table]), rounding=ROUND_DOWN)
+    return Decimal(repr(float(value))).quantize(_STEP[table], rounding=ROUND_DOWN)
 
 
 def sub_index(concentration: float, table: str) -> int | None:
     """The AQI of one concentration, or None when this averaging period defines no band for it
     (e.g. 1-hour ozone below 0.125 ppm). Above the table's top: 501, reported as "Beyond the AQI"."""
     c = truncate(max(concentration, 0.0), table)
-    bands = _TABLE[table]
     top = None
-    for (i_lo, i_hi, _), bp in zip(BANDS, bands):
+    for (i_lo, i_hi, _), bp in zip(BANDS, _BANDS_DEC[table]):
         if bp is None:
             continue
-        lo, hi = Decimal(bp[0]), Decimal(bp[1])
+        lo, hi = bp
         top = hi
         if lo <= c <= hi:
             value = (Decimal(i_hi - i_lo) / (hi - lo)) * (c - lo) + i_lo
-            return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+            return int(value.quantize(_ONE, rounding=ROUND_HALF_UP))
     if top is not None and c > top:
         return 501
     return None
@@ -149,6 +154,11 @@ def pollutant_aqi(pollutant: str, hourly: list[float | None]) -> PollutantAQI:
 
 
 AQI_POLLUTANTS = POLLUTANTS
+
+#: The hours of hourly means each pollutant's rule reads (most recent first): NowCast 12, ozone and CO 8,
+#: NO2 1, SO2 1 (24 when the 1-hour table is exceeded).
+WINDOWS = {"pm25": 12, "pm10": 12, "o3": 8, "co": 8, "no2": 1, "so2": 24}
+assert set(WINDOWS) == set(AQI_POLLUTANTS)
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,19 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from services.api.qol import aqi, heat, noise
-from services.api.qol.series import DeviceHours, Latest
+from services.api.qol.series import DeviceHours, DeviceSeries, Latest
 
 
-def area_aqi(hours: dict[str, dict[str, DeviceHours]], latest_hour: datetime) -> dict:
-    """hours: {pollutant: {device_id: DeviceHours}}; latest_hour: start of the most recent complete hour."""
+def area_aqi(hours: dict[str, dict[str, DeviceSeries]]) -> dict:
+    """hours: {pollutant: {device_id: DeviceSeries}}, each series ending with the latest complete hour and
+    as long as aqi.WINDOWS says."""
     pollutants: dict[str, dict] = {}
     results = []
     used: set[str] = set()
     for p in aqi.AQI_POLLUTANTS:
         best = None
         for dh in hours.get(p, {}).values():
-            r = aqi.pollutant_aqi(p, dh.series(latest_hour, 24))
+            r = aqi.pollutant_aqi(p, dh.values)
             if r.aqi is not None and (best is None or r.aqi > best[0].aqi):
                 best = (r, dh.device_id)
         if best is None:

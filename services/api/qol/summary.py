@@ -21,8 +21,8 @@ from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
 from services.api.qol import indicators, noise
-from services.api.qol.aqi import AQI_POLLUTANTS
-from services.api.qol.series import hourly_means, latest_values
+from services.api.qol.aqi import WINDOWS
+from services.api.qol.series import latest_values, recent_hours
 from services.api.scope import Scope, floor_hour
 from services.core.areas import baltimore
 from services.store import qol as store
@@ -34,21 +34,29 @@ async def summary_rows(pool, at: datetime) -> list[dict]:
     city = Scope("city", None)
     latest_hour = floor_hour(at) - timedelta(hours=1)
     async with pool.connection() as conn:
-        aq = await hourly_means(conn, city, AQI_POLLUTANTS, latest_hour - timedelta(hours=23), latest_hour + timedelta(hours=1))
-        nz = await hourly_means(conn, city, ("noise_laeq",), latest_hour - timedelta(hours=23), latest_hour + timedelta(hours=1), energy=True)
+        aq = await recent_hours(conn, city, WINDOWS, latest_hour)
+        nz = await recent_hours(conn, city, {"noise_laeq": 24}, latest_hour, energy=True)
         wx = await latest_values(conn, city, ("temperature", "humidity"), at)
         coverage = await store.coverage(conn, at)
     # 55 areas' indicators over every device's hours: off the event loop, which keeps serving meanwhile.
-    return await run_in_threadpool(_summary, aq, nz, wx, coverage, latest_hour)
+    return await run_in_threadpool(_summary, aq, nz, wx, coverage)
 
 
-def _summary(aq, nz, wx, coverage, latest_hour: datetime) -> list[dict]:
+def _by_csa(by_device: dict) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for k, v in by_device.items():
+        out.setdefault(v.csa, {})[k] = v
+    return out
+
+
+def _summary(aq, nz, wx, coverage) -> list[dict]:
     rows = []
+    aq_csa = {p: _by_csa(v) for p, v in aq.items()}
+    wx_csa, nz_csa = _by_csa(wx), _by_csa(nz["noise_laeq"])
     for name, area in sorted(baltimore().csas.items()):
-        in_csa = lambda d: {k: v for k, v in d.items() if v.csa == name}  # noqa: E731
-        a = indicators.area_aqi({p: in_csa(v) for p, v in aq.items()}, latest_hour)
-        h = indicators.area_heat_index(in_csa(wx))
-        levels = [lvl for dh in in_csa(nz["noise_laeq"]).values() for lvl in dh.means.values()]
+        a = indicators.area_aqi({p: v.get(name, {}) for p, v in aq_csa.items()})
+        h = indicators.area_heat_index(wx_csa.get(name, {}))
+        levels = [lvl for ds in nz_csa.get(name, {}).values() for lvl in ds.values if lvl is not None]
         n, fresh = coverage.get(name, (0, 0))
         rows.append({
             "csa": name, "reference_point": {"longitude": area.centroid[0], "latitude": area.centroid[1]},

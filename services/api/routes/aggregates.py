@@ -1,9 +1,10 @@
 """/v1/aggregates: readings in time buckets, by city, CSA, neighbourhood or device.
 
-Three sources, the cheapest that can answer (services/store/aggregates.py): buckets of whole days by city
+Four sources, the cheapest that can answer (services/store/aggregates.py): buckets of whole days by city
 or CSA come from the daily CSA rollups (refreshed by the ingestor about once a minute); other buckets of
-whole hours from the hourly rollups (kept in the same transaction as the readings); shorter buckets from
-the raw hypertable. A day is the city's local day (CITYSENSE_TIMEZONE): a bucket of whole days starts at
+whole hours by city or CSA from the hourly CSA rollups (refreshed with them; the hours not yet refreshed
+from the hourly rollups); other buckets of whole hours from the hourly rollups (kept in the same
+transaction as the readings); shorter buckets from the raw hypertable. A day is the city's local day (CITYSENSE_TIMEZONE): a bucket of whole days starts at
 local midnight, and a day of a DST change is 23 or 25 hours long. Shorter buckets are UTC-aligned. Each
 hour counts for the area its device was in at that hour.
 """
@@ -69,6 +70,8 @@ async def aggregates(
     whole_days = size % timedelta(days=1) == timedelta(0)
     if whole_days and group_by in ("city", "csa") and neighbourhood is None and device_id is None and kind is None:
         source = "daily_rollups"
+    elif whole_hours and group_by in ("city", "csa") and neighbourhood is None and device_id is None and kind is None:
+        source = "csa_hourly_rollups"
     else:
         source = "hourly_rollups" if whole_hours else "raw"
     max_days = settings.api_max_aggregate_days if whole_hours else settings.api_max_range_days

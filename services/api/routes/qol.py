@@ -14,8 +14,8 @@ from services.api.responses import cached_json
 from services.api.problems import Problem
 from services.api.qol import indicators
 from services.api.qol.summary import document, summary_rows
-from services.api.qol.aqi import AQI_POLLUTANTS
-from services.api.qol.series import hourly_means, latest_values
+from services.api.qol.aqi import WINDOWS
+from services.api.qol.series import hourly_means, latest_values, recent_hours
 from services.api.schemas import AQIPublic, HeatIndexPublic, NoisePublic
 from services.api.scope import CsaParam, NeighbourhoodParam, Scope, floor_hour, moment, resolve
 from services.core.catalogue import DEVICE_ID_PATTERN
@@ -40,8 +40,8 @@ def _past(at: datetime | None) -> bool:
 
 async def compute_aqi(conn, scope: Scope, at: datetime) -> dict:
     latest_hour = floor_hour(at) - timedelta(hours=1)
-    hours = await hourly_means(conn, scope, AQI_POLLUTANTS, latest_hour - timedelta(hours=23), latest_hour + timedelta(hours=1))
-    return {"scope": scope.public(), "at": at, **indicators.area_aqi(hours, latest_hour)}
+    hours = await recent_hours(conn, scope, WINDOWS, latest_hour)
+    return {"scope": scope.public(), "at": at, **indicators.area_aqi(hours)}
 
 
 async def compute_heat(conn, scope: Scope, at: datetime) -> dict:
