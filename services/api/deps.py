@@ -1,4 +1,7 @@
-"""Dependencies shared by the routes: the database pool, the settings, and admin authentication."""
+"""Dependencies shared by the routes: the database pool, the settings, and admin authentication.
+
+All are ``async def``: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hop per request
+for what is an attribute read."""
 
 from __future__ import annotations
 
@@ -14,11 +17,11 @@ from services.broker.dynsec import Control
 from services.core.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_pool(request: Request) -> AsyncConnectionPool:
+async def get_pool(request: Request) -> AsyncConnectionPool:
     """The pool for this request: reads go to the read pool when there is one (CITYSENSE_API_READ_DATABASE_URL,
     e.g. standbys), writes always to the primary's."""
     read = request.app.state.read_pool
@@ -30,7 +33,7 @@ def get_pool(request: Request) -> AsyncConnectionPool:
 _bearer = HTTPBearer(auto_error=False, description="The admin token (CITYSENSE_ADMIN_TOKEN).")
 
 
-def require_admin(
+async def require_admin(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """Checked again here (services/api/bounds.py checks every write before its body is read), so a route
@@ -40,7 +43,7 @@ def require_admin(
         raise Problem(refused[0], refused[1], refused[2] or None)
 
 
-def get_accounts(request: Request) -> Control:
+async def get_accounts(request: Request) -> Control:
     """The broker's account control (the admin account), or a 503 when the API has none."""
     control = request.app.state.accounts
     if control is None:

@@ -61,9 +61,12 @@ def async_pool(dsn: str, name: str, *, size: int, statement_timeout_ms: int = 0,
                timeout: float = 10.0) -> AsyncConnectionPool:
     """A pool for the API, opened by the caller (``await pool.open(wait=False)``) so the API starts and
     answers /livez while the database is away. The database itself ends a statement that runs longer
-    than ``statement_timeout_ms`` and a transaction left idle longer than ``idle_in_transaction_ms``."""
-    options = "-c timezone=UTC" + (f" -c statement_timeout={int(statement_timeout_ms)}" if statement_timeout_ms else "") \
+    than ``statement_timeout_ms`` and a transaction left idle longer than ``idle_in_transaction_ms``.
+    JIT compilation is off: the API's queries run for milliseconds, and compiling one of the larger plans
+    took 300 ms (make bench's aggregates). Connections are in autocommit: a read is one round trip, not
+    BEGIN, the query and COMMIT; the writes that must be atomic say so (``async with conn.transaction()``)."""
+    options = "-c timezone=UTC -c jit=off" + (f" -c statement_timeout={int(statement_timeout_ms)}" if statement_timeout_ms else "") \
         + (f" -c idle_in_transaction_session_timeout={int(idle_in_transaction_ms)}" if idle_in_transaction_ms else "")
     return AsyncConnectionPool(dsn, min_size=1, max_size=size, open=False, timeout=timeout, name=name,
                                check=AsyncConnectionPool.check_connection,
-                               kwargs={"application_name": name, "options": options})
+                               kwargs={"application_name": name, "options": options, "autocommit": True})

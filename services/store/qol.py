@@ -66,6 +66,20 @@ async def recent_hours(conn, scope: tuple[str, str | None], windows: dict[str, i
     return [(names[r[0]], *r[1:]) for r in rows]
 
 
+async def energy_means_by_csa(conn, metric: str, latest_hour: datetime, hours: int, coverage: float) -> dict[str, float]:
+    """{csa: the mean over its devices' valid hours of each hour's energy mean (Σ 10^(L/10) / n)} for the
+    ``hours`` hours ending with ``latest_hour``; each hour counts for the area its device was in then."""
+    key = (await metric_rows(conn, (metric,)))[metric][0]
+    rows = await (await conn.execute("""
+        SELECT h.csa, avg(h.energy / h.count)
+        FROM hourly_placed h JOIN devices d ON d.device_key = h.device_key
+        WHERE h.metric_key = %(key)s AND h.bucket > %(earliest)s AND h.bucket <= %(latest)s
+          AND h.count >= greatest(1, ceil(%(coverage)s * 3600 / d.interval_s)) AND h.energy IS NOT NULL
+        GROUP BY h.csa""", {"key": key, "earliest": latest_hour - timedelta(hours=hours), "latest": latest_hour,
+                            "coverage": coverage})).fetchall()
+    return dict(rows)
+
+
 async def latest(conn, scope: tuple[str, str | None], metrics: tuple[str, ...], at: datetime,
                  window: timedelta = timedelta(hours=1)) -> list[tuple]:
     """Rows (device_id, csa, metric, value): each device's most recent reading of each metric in

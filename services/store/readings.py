@@ -23,21 +23,15 @@ class Unknown(LookupError):
 async def page(conn, *, start: datetime, end: datetime, limit: int, device_id: str | None = None,
                metric: str | None = None, after: tuple[datetime, int, int] | None = None) -> list[dict]:
     """Up to ``limit`` readings in [start, end) after the ``after`` key; each row carries its key
-    (device_key, metric_key) for the next cursor. Raises Unknown for an unknown device or metric."""
+    (device_key, metric_key) for the next cursor. Raises Unknown for an unknown device or metric.
+    One round trip: the ids are resolved inside the query, and again apart only when it finds nothing
+    (to tell an unknown id from an empty range)."""
     where = [sql.SQL("r.time >= %(start)s"), sql.SQL("r.time < %(end)s")]
     params: dict = {"start": start, "end": end, "limit": limit, "device_id": device_id, "metric": metric}
-    if device_id is not None or metric is not None:
-        device_key, metric_key = await (await conn.execute(RESOLVE, params)).fetchone()
-        if device_id is not None:
-            if device_key is None:
-                raise Unknown("device")
-            where.append(sql.SQL("r.device_key = %(device_key)s"))
-            params["device_key"] = device_key
-        if metric is not None:
-            if metric_key is None:
-                raise Unknown("metric")
-            where.append(sql.SQL("r.metric_key = %(metric_key)s"))
-            params["metric_key"] = metric_key
+    if device_id is not None:
+        where.append(sql.SQL("r.device_key = (SELECT device_key FROM devices WHERE device_id = %(device_id)s)"))
+    if metric is not None:
+        where.append(sql.SQL("r.metric_key = (SELECT metric_key FROM metrics WHERE metric = %(metric)s)"))
     if after is not None:
         where.append(sql.SQL("(r.time, r.device_key, r.metric_key) > (%(t)s, %(dk)s, %(mk)s)"))
         params.update(t=after[0], dk=after[1], mk=after[2])
@@ -48,7 +42,14 @@ async def page(conn, *, start: datetime, end: datetime, limit: int, device_id: s
         WHERE {}
         ORDER BY r.time, r.device_key, r.metric_key
         LIMIT %(limit)s""").format(sql.SQL(" AND ").join(where))
-    return await (await conn.cursor(row_factory=dict_row).execute(q, params)).fetchall()
+    rows = await (await conn.cursor(row_factory=dict_row).execute(q, params)).fetchall()
+    if not rows and (device_id is not None or metric is not None):
+        device_key, metric_key = await (await conn.execute(RESOLVE, params)).fetchone()
+        if device_id is not None and device_key is None:
+            raise Unknown("device")
+        if metric is not None and metric_key is None:
+            raise Unknown("metric")
+    return rows
 
 
 def any_stored(dsn: str) -> bool:

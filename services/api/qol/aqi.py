@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from functools import lru_cache
 
 from services.core.catalogue import POLLUTANTS
 
@@ -58,7 +59,12 @@ def truncate(value: float, table: str) -> Decimal:
 def sub_index(concentration: float, table: str) -> int | None:
     """The AQI of one concentration, or None when this averaging period defines no band for it
     (e.g. 1-hour ozone below 0.125 ppm). Above the table's top: 501, reported as "Beyond the AQI"."""
-    c = truncate(max(concentration, 0.0), table)
+    return _index_of(truncate(max(concentration, 0.0), table), table)
+
+
+@lru_cache(maxsize=8192)
+def _index_of(c: Decimal, table: str) -> int | None:
+    """The lookup of a truncated concentration (few distinct values: one city-wide summary asks ~2,000)."""
     top = None
     for (i_lo, i_hi, _), bp in zip(BANDS, _BANDS_DEC[table]):
         if bp is None:

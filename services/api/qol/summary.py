@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.api.qol import indicators, noise
 from services.api.qol.aqi import WINDOWS
-from services.api.qol.series import latest_values, recent_hours
+from services.api.qol.series import COVERAGE, latest_values, recent_hours
 from services.api.scope import Scope, floor_hour
 from services.core.areas import baltimore
 from services.store import qol as store
@@ -35,7 +35,7 @@ async def summary_rows(pool, at: datetime) -> list[dict]:
     latest_hour = floor_hour(at) - timedelta(hours=1)
     async with pool.connection() as conn:
         aq = await recent_hours(conn, city, WINDOWS, latest_hour)
-        nz = await recent_hours(conn, city, {"noise_laeq": 24}, latest_hour, energy=True)
+        nz = await store.energy_means_by_csa(conn, "noise_laeq", latest_hour, 24, COVERAGE)
         wx = await latest_values(conn, city, ("temperature", "humidity"), at)
         coverage = await store.coverage(conn, at)
     # 55 areas' indicators over every device's hours: off the event loop, which keeps serving meanwhile.
@@ -52,17 +52,17 @@ def _by_csa(by_device: dict) -> dict[str, dict]:
 def _summary(aq, nz, wx, coverage) -> list[dict]:
     rows = []
     aq_csa = {p: _by_csa(v) for p, v in aq.items()}
-    wx_csa, nz_csa = _by_csa(wx), _by_csa(nz["noise_laeq"])
+    wx_csa = _by_csa(wx)
     for name, area in sorted(baltimore().csas.items()):
         a = indicators.area_aqi({p: v.get(name, {}) for p, v in aq_csa.items()})
         h = indicators.area_heat_index(wx_csa.get(name, {}))
-        levels = [lvl for ds in nz_csa.get(name, {}).values() for lvl in ds.values if lvl is not None]
+        energy = nz.get(name)
         n, fresh = coverage.get(name, (0, 0))
         rows.append({
             "csa": name, "reference_point": {"longitude": area.centroid[0], "latitude": area.centroid[1]},
             "aqi": a["aqi"], "aqi_category": a["category"], "main_pollutant": a["main_pollutant"],
             "heat_index_f": h["heat_index_f"], "heat_index_category": h["category"],
-            "noise_leq_24h": round(noise.leq(levels), 1) if levels else None,
+            "noise_leq_24h": round(noise.level(energy), 1) if energy else None,
             "devices": n, "devices_reporting": fresh, "coverage": round(fresh / n, 3) if n else None,
         })
     return rows
