@@ -189,7 +189,7 @@ class Settings(BaseSettings):
     ingest_metrics_port: int = Field(9101, ge=0, le=65535, description="Prometheus metrics port of the ingestor (0: off).")
     ingest_retry_max_s: float = Field(30.0, gt=0, description="Cap of the back-off between database retries.")
     rollup_interval_s: float = Field(
-        60.0, gt=0, le=3600, description="Seconds between two refreshes of the daily rollups by CSA (by the ingestor)."
+        60.0, gt=0, le=3600, description="Seconds between two refreshes of the daily and hourly rollups by CSA (by the ingestor)."
     )
     retention_rejected_days: int = Field(
         30, ge=1, le=3660, description="Rejected messages last received longer ago than this are deleted."
