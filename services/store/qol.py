@@ -21,6 +21,10 @@ _EVER_IN = {"csa": sql.SQL(" AND h.device_key IN (SELECT device_key FROM device_
             "device": sql.SQL(" AND h.device_key = (SELECT device_key FROM devices WHERE device_id = %(scope_name)s)")}
 
 
+#: An hour is valid when its readings cover ``coverage`` of it at the device's interval (services/api/qol/series.py).
+_VALID_HOUR = "h.count >= greatest(1, ceil(%(coverage)s * 3600 / d.interval_s))"
+
+
 def _scope(level: str) -> sql.Composable:
     if level == "city":
         return sql.SQL("TRUE")
@@ -58,8 +62,8 @@ async def recent_hours(conn, scope: tuple[str, str | None], windows: dict[str, i
         FROM hourly_placed h JOIN devices d ON d.device_key = h.device_key
         WHERE h.metric_key = ANY(%(keys)s::smallint[]) AND h.bucket > %(earliest)s AND h.bucket <= %(latest)s
           AND h.bucket > %(latest)s::timestamptz - (%(hours)s::int[])[array_position(%(keys)s::smallint[], h.metric_key)] * interval '1 hour'
-          AND h.count >= greatest(1, ceil(%(coverage)s * 3600 / d.interval_s)) AND {mean} IS NOT NULL AND {scope}
-        GROUP BY h.metric_key, d.device_id""").format(mean=mean, scope=_scope(scope[0]))
+          AND {valid} AND {mean} IS NOT NULL AND {scope}
+        GROUP BY h.metric_key, d.device_id""").format(mean=mean, scope=_scope(scope[0]), valid=sql.SQL(_VALID_HOUR))
     rows = await (await conn.execute(q, {
         "scope_name": scope[1], "keys": keys, "hours": [windows[names[k]] for k in keys], "latest": latest_hour,
         "earliest": latest_hour - timedelta(hours=max(windows.values())), "coverage": coverage})).fetchall()
@@ -70,11 +74,11 @@ async def energy_means_by_csa(conn, metric: str, latest_hour: datetime, hours: i
     """{csa: the mean over its devices' valid hours of each hour's energy mean (Σ 10^(L/10) / n)} for the
     ``hours`` hours ending with ``latest_hour``; each hour counts for the area its device was in then."""
     key = (await metric_rows(conn, (metric,)))[metric][0]
-    rows = await (await conn.execute("""
+    rows = await (await conn.execute(f"""
         SELECT h.csa, avg(h.energy / h.count)
         FROM hourly_placed h JOIN devices d ON d.device_key = h.device_key
         WHERE h.metric_key = %(key)s AND h.bucket > %(earliest)s AND h.bucket <= %(latest)s
-          AND h.count >= greatest(1, ceil(%(coverage)s * 3600 / d.interval_s)) AND h.energy IS NOT NULL
+          AND {_VALID_HOUR} AND h.energy IS NOT NULL
         GROUP BY h.csa""", {"key": key, "earliest": latest_hour - timedelta(hours=hours), "latest": latest_hour,
                             "coverage": coverage})).fetchall()
     return dict(rows)

@@ -25,26 +25,23 @@ WHERE day IN (SELECT day FROM rollup_dirty_days ORDER BY day LIMIT %(n)s)
 RETURNING day
 """
 
+#: One scan of the claimed days' hours feeds both tables (the claim is held while it runs, and writers
+#: marking the same days wait for it).
 RECOMPUTE = """
-WITH days AS (SELECT unnest(%(days)s::date[]) AS day)
+WITH src AS MATERIALIZED (
+    SELECT days.day, h.bucket, h.csa, h.metric_key, h.device_key, h.count, h.sum, h.min, h.max, h.energy
+    FROM unnest(%(days)s::date[]) AS days(day)
+    JOIN hourly_placed h ON h.bucket >= (days.day::timestamp AT TIME ZONE %(tz)s)
+                        AND h.bucket < ((days.day + 1)::timestamp AT TIME ZONE %(tz)s)
+), hours AS (
+    INSERT INTO readings_hourly_csa (bucket, csa, metric_key, count, sum, min, max, energy, devices)
+    SELECT bucket, csa, metric_key, sum(count), sum(sum), min(min), max(max), sum(energy), count(*)
+    FROM src GROUP BY 1, 2, 3
+    ORDER BY 3, 1  -- a metric's hours side by side: a month of one metric reads a few hundred pages
+)
 INSERT INTO readings_daily_csa (day, csa, metric_key, count, sum, min, max, energy, devices)
-SELECT days.day, h.csa, h.metric_key, sum(h.count), sum(h.sum), min(h.min), max(h.max), sum(h.energy),
-       count(DISTINCT h.device_key)
-FROM days
-JOIN hourly_placed h ON h.bucket >= (days.day::timestamp AT TIME ZONE %(tz)s)
-                    AND h.bucket < ((days.day + 1)::timestamp AT TIME ZONE %(tz)s)
-GROUP BY 1, 2, 3
-"""
-
-RECOMPUTE_HOURS = """
-WITH days AS (SELECT unnest(%(days)s::date[]) AS day)
-INSERT INTO readings_hourly_csa (bucket, csa, metric_key, count, sum, min, max, energy, devices)
-SELECT h.bucket, h.csa, h.metric_key, sum(h.count), sum(h.sum), min(h.min), max(h.max), sum(h.energy), count(*)
-FROM days
-JOIN hourly_placed h ON h.bucket >= (days.day::timestamp AT TIME ZONE %(tz)s)
-                    AND h.bucket < ((days.day + 1)::timestamp AT TIME ZONE %(tz)s)
-GROUP BY 1, 2, 3
-ORDER BY 3, 1  -- a metric's hours side by side: a month of one metric reads a few hundred pages
+SELECT day, csa, metric_key, sum(count), sum(sum), min(min), max(max), sum(energy), count(DISTINCT device_key)
+FROM src GROUP BY 1, 2, 3
 """
 
 DELETE_HOURS = """
@@ -70,9 +67,8 @@ def refresh(conn: psycopg.Connection, timezone: str, max_days: int = 62) -> int:
             days = [r[0] for r in conn.execute(CLAIM, {"n": max_days})]
             if days:
                 conn.execute("DELETE FROM readings_daily_csa WHERE day = ANY(%s)", (days,))
-                conn.execute(RECOMPUTE, {"days": days, "tz": timezone})
                 conn.execute(DELETE_HOURS, {"days": days, "tz": timezone})
-                conn.execute(RECOMPUTE_HOURS, {"days": days, "tz": timezone})
+                conn.execute(RECOMPUTE, {"days": days, "tz": timezone})
         return len(days)
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))

@@ -21,15 +21,12 @@ def readings_needed(interval_s: int) -> int:
 
 @dataclass
 class DeviceHours:
-    """One device's valid hourly means of one metric, most recent hour first."""
+    """One device's valid hourly means of one metric, by hour."""
 
     device_id: str
     csa: str
     neighbourhood: str
     means: dict[datetime, float] = field(default_factory=dict)
-
-    def series(self, latest_hour: datetime, hours: int) -> list[float | None]:
-        return [self.means.get(latest_hour - timedelta(hours=i)) for i in range(hours)]
 
 
 async def hourly_means(conn, scope: Scope, metrics: tuple[str, ...], start: datetime, end: datetime,

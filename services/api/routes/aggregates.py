@@ -4,9 +4,9 @@ Four sources, the cheapest that can answer (services/store/aggregates.py): bucke
 or CSA come from the daily CSA rollups (refreshed by the ingestor about once a minute); other buckets of
 whole hours by city or CSA from the hourly CSA rollups (refreshed with them; the hours not yet refreshed
 from the hourly rollups); other buckets of whole hours from the hourly rollups (kept in the same
-transaction as the readings); shorter buckets from the raw hypertable. A day is the city's local day (CITYSENSE_TIMEZONE): a bucket of whole days starts at
-local midnight, and a day of a DST change is 23 or 25 hours long. Shorter buckets are UTC-aligned. Each
-hour counts for the area its device was in at that hour.
+transaction as the readings); shorter buckets from the raw hypertable. A day is the city's local day
+(CITYSENSE_TIMEZONE): a bucket of whole days starts at local midnight, and a day of a DST change is 23 or 25
+hours long. Shorter buckets are UTC-aligned. Each hour counts for the area its device was in at that hour.
 """
 
 from __future__ import annotations
@@ -68,9 +68,10 @@ async def aggregates(
     explicit_end, start_param = end is not None, start
     whole_hours = size % timedelta(hours=1) == timedelta(0)
     whole_days = size % timedelta(days=1) == timedelta(0)
-    if whole_days and group_by in ("city", "csa") and neighbourhood is None and device_id is None and kind is None:
+    by_csa = group_by in ("city", "csa") and neighbourhood is None and device_id is None and kind is None
+    if whole_days and by_csa:
         source = "daily_rollups"
-    elif whole_hours and group_by in ("city", "csa") and neighbourhood is None and device_id is None and kind is None:
+    elif whole_hours and by_csa:
         source = "csa_hourly_rollups"
     else:
         source = "hourly_rollups" if whole_hours else "raw"
