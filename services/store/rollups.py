@@ -5,11 +5,14 @@
 - Daily and hourly rollups per CSA (readings_daily_csa, readings_hourly_csa) are by the city's local day (a
   date; DST days have 23 or 25 hours), attributed to the CSA each device was placed in at each hour (the
   view hourly_placed). Whoever changes hourly data marks the local days it touched dirty, in the same
-  transaction and with a lock on the mark (ON CONFLICT DO UPDATE); ``refresh`` claims marks and recomputes
-  those days, daily and hourly rows together. Contract: after ``refresh`` returns, every day marked dirty by
-  a transaction committed before it claimed the mark is up to date; a writer holding a mark makes the claim
-  wait for its commit. A day's mark and its rows change in one transaction, so a reader that takes the
-  days still marked from hourly_placed and the others from the CSA rollups sees every hour exactly once.
+  transaction and with a lock on the mark (ON CONFLICT DO UPDATE, which writes a new row version).
+  ``refresh`` reads marks without locking them, recomputes those days into a scratch table, swaps the days'
+  rows in, and only then deletes the marks whose row version is still the one it read: a writer that marked
+  a day again meanwhile keeps its mark (the day is recomputed next time), and writers never wait for the
+  recompute, only for the moment between the marks' delete and the commit. Contract: after ``refresh``
+  returns, every day marked dirty by a transaction committed before it read the marks is up to date. A
+  day's mark and its rows change in one transaction, so a reader that takes the days still marked from
+  hourly_placed and the others from the CSA rollups sees every hour exactly once.
 """
 
 from __future__ import annotations
@@ -19,34 +22,41 @@ import psycopg
 #: Session advisory lock: one refresher at a time across every ingestor.
 LOCK_KEY = 0x726F6C6C  # "roll"
 
+#: The oldest marks, unlocked, with their row version (xmin: a writer's ON CONFLICT DO UPDATE changes it).
+PENDING = """
+SELECT day, xmin::text FROM rollup_dirty_days ORDER BY day LIMIT %(n)s
+"""
+
+#: The claimed days' hours, read once for both tables (a statement of its own: its snapshot is taken after
+#: the marks were read, so it holds every write that committed a mark we read).
+SCRATCH = """
+CREATE TEMP TABLE rollup_src ON COMMIT DROP AS
+SELECT days.day, h.bucket, h.csa, h.metric_key, h.device_key, h.count, h.sum, h.min, h.max, h.energy
+FROM unnest(%(days)s::date[]) AS days(day)
+JOIN hourly_placed h ON h.bucket >= (days.day::timestamp AT TIME ZONE %(tz)s)
+                    AND h.bucket < ((days.day + 1)::timestamp AT TIME ZONE %(tz)s)
+"""
+
+SWAP = [
+    "DELETE FROM readings_daily_csa WHERE day = ANY(%(days)s)",
+    """DELETE FROM readings_hourly_csa h USING unnest(%(days)s::date[]) AS days(day)
+       WHERE h.bucket >= (days.day::timestamp AT TIME ZONE %(tz)s)
+         AND h.bucket < ((days.day + 1)::timestamp AT TIME ZONE %(tz)s)""",
+    """INSERT INTO readings_hourly_csa (bucket, csa, metric_key, count, sum, min, max, energy, devices)
+       SELECT bucket, csa, metric_key, sum(count), sum(sum), min(min), max(max), sum(energy), count(*)
+       FROM rollup_src GROUP BY 1, 2, 3
+       ORDER BY 3, 1  -- a metric's hours side by side: a month of one metric reads a few hundred pages""",
+    """INSERT INTO readings_daily_csa (day, csa, metric_key, count, sum, min, max, energy, devices)
+       SELECT day, csa, metric_key, sum(count), sum(sum), min(min), max(max), sum(energy),
+              count(DISTINCT device_key)
+       FROM rollup_src GROUP BY 1, 2, 3""",
+]
+
+#: Last, so a writer marking one of these days waits only for the commit that follows. A mark written
+#: again since it was read (another version) stays: its writer's rows may be missing from the scratch.
 CLAIM = """
-DELETE FROM rollup_dirty_days
-WHERE day IN (SELECT day FROM rollup_dirty_days ORDER BY day LIMIT %(n)s)
-RETURNING day
-"""
-
-#: One scan of the claimed days' hours feeds both tables (the claim is held while it runs, and writers
-#: marking the same days wait for it).
-RECOMPUTE = """
-WITH src AS MATERIALIZED (
-    SELECT days.day, h.bucket, h.csa, h.metric_key, h.device_key, h.count, h.sum, h.min, h.max, h.energy
-    FROM unnest(%(days)s::date[]) AS days(day)
-    JOIN hourly_placed h ON h.bucket >= (days.day::timestamp AT TIME ZONE %(tz)s)
-                        AND h.bucket < ((days.day + 1)::timestamp AT TIME ZONE %(tz)s)
-), hours AS (
-    INSERT INTO readings_hourly_csa (bucket, csa, metric_key, count, sum, min, max, energy, devices)
-    SELECT bucket, csa, metric_key, sum(count), sum(sum), min(min), max(max), sum(energy), count(*)
-    FROM src GROUP BY 1, 2, 3
-    ORDER BY 3, 1  -- a metric's hours side by side: a month of one metric reads a few hundred pages
-)
-INSERT INTO readings_daily_csa (day, csa, metric_key, count, sum, min, max, energy, devices)
-SELECT day, csa, metric_key, sum(count), sum(sum), min(min), max(max), sum(energy), count(DISTINCT device_key)
-FROM src GROUP BY 1, 2, 3
-"""
-
-DELETE_HOURS = """
-DELETE FROM readings_hourly_csa h USING unnest(%(days)s::date[]) AS days(day)
-WHERE h.bucket >= (days.day::timestamp AT TIME ZONE %(tz)s) AND h.bucket < ((days.day + 1)::timestamp AT TIME ZONE %(tz)s)
+DELETE FROM rollup_dirty_days dd USING unnest(%(days)s::date[], %(versions)s::text[]) AS seen(day, version)
+WHERE dd.day = seen.day AND dd.xmin::text = seen.version
 """
 
 #: The local days holding one device's hourly data: marked when its data changes outside the ingestor.
@@ -64,11 +74,13 @@ def refresh(conn: psycopg.Connection, timezone: str, max_days: int = 62) -> int:
         return 0
     try:
         with conn.transaction():
-            days = [r[0] for r in conn.execute(CLAIM, {"n": max_days})]
-            if days:
-                conn.execute("DELETE FROM readings_daily_csa WHERE day = ANY(%s)", (days,))
-                conn.execute(DELETE_HOURS, {"days": days, "tz": timezone})
-                conn.execute(RECOMPUTE, {"days": days, "tz": timezone})
-        return len(days)
+            pending = conn.execute(PENDING, {"n": max_days}).fetchall()
+            if pending:
+                args = {"days": [d for d, _ in pending], "versions": [v for _, v in pending], "tz": timezone}
+                conn.execute(SCRATCH, args)
+                for statement in SWAP:
+                    conn.execute(statement, args)
+                conn.execute(CLAIM, args)
+        return len(pending)
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))

@@ -64,6 +64,47 @@ def test_a_refresh_racing_a_writer_never_leaves_a_day_short(dsn):
         store.close()
 
 
+def test_writers_never_wait_for_a_refresh_recomputing_their_day(dsn):
+    """The refresh recomputes without holding the marks: held up mid-way (here by a lock on the CSA table it
+    is about to swap), an ingest batch marking the same day commits at once, its mark survives the refresh
+    that did not see its rows, and the next refresh brings the day level. Before, the refresh took the marks
+    first and every batch of the day queued behind the whole recompute (the ingest lag's p99 went to 1.8 s)."""
+    device = unique("nowait")
+    register_device(dsn, device)
+    key = _key(dsn, device)
+    t = (datetime.now(timezone.utc) - timedelta(days=4)).replace(hour=15, minute=0, second=0, microsecond=0)
+    day = t.astimezone(ZoneInfo(TZ)).date()
+    store = IngestStore(dsn, TZ)
+    try:
+        store.write(Batch(readings=[Reading(key, 1, t.timestamp(), 10.0, 0)]))  # marks the day
+        with psycopg.connect(dsn) as blocker:
+            blocker.execute("LOCK TABLE readings_daily_csa IN ACCESS EXCLUSIVE MODE")
+            done = []
+            refresher = threading.Thread(target=lambda: done.append(
+                rollups.refresh(psycopg.connect(dsn, autocommit=True), TZ, max_days=10_000)))
+            refresher.start()
+            time.sleep(1.0)  # the refresh has read the marks and waits for the table
+            with psycopg.connect(dsn) as writer:
+                writer.execute("SET lock_timeout = '3s'")
+                writer.execute(STAGING_DDL)
+                started = time.monotonic()
+                store._write(writer, Batch(readings=[Reading(key, 1, t.timestamp() + 60, 20.0, 0)]))
+                writer.commit()
+                waited = time.monotonic() - started
+            assert not done, "the refresh was not held up: the test proves nothing"
+        refresher.join(30)
+        assert done and waited < 1.0
+        daily, hourly = _daily_vs_hourly(dsn, day, key)
+        assert daily == hourly - 1  # the held-up refresh did not see the writer's reading…
+        assert count(dsn, "SELECT count(*) FROM rollup_dirty_days WHERE day = %s", (day,)) == 1  # …and kept its mark
+        while rollups.refresh(psycopg.connect(dsn, autocommit=True), TZ, max_days=10_000):
+            pass
+        daily, hourly = _daily_vs_hourly(dsn, day, key)
+        assert daily == hourly > 0
+    finally:
+        store.close()
+
+
 def _last_fall_back(tz: ZoneInfo) -> datetime:
     """Local midnight (as UTC) starting the most recent past day with 25 hours in ``tz``."""
     day = datetime.now(tz).replace(hour=0, minute=0, second=0, microsecond=0)
