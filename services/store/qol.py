@@ -47,23 +47,33 @@ async def hourly(conn, scope: tuple[str, str | None], metrics: tuple[str, ...], 
 
 async def recent_hours(conn, scope: tuple[str, str | None], windows: dict[str, int], latest_hour: datetime,
                        coverage: float, energy: bool = False) -> list[tuple]:
-    """Rows (metric, device_id, csas[], neighbourhoods[], hours ago[], means[]): each device's valid hourly
-    means of each metric over the ``windows[metric]`` hours ending with ``latest_hour`` (0 hours ago), one row
-    per device and metric, aggregated here so that a city's 24 hours cross the wire as a few hundred rows
-    (the arrays are parallel, in no order). An hour is valid when its readings cover ``coverage`` of it at
-    the device's interval."""
+    """Rows (metric, device_id, csa, neighbourhood, hours ago[], means[]): each device's valid hourly means of
+    each metric over the ``windows[metric]`` hours ending with ``latest_hour`` (0 hours ago), one row per
+    device and metric, aggregated here so that a city's hours cross the wire as a few hundred rows (the
+    arrays are parallel, in no order), with the area of the device's latest hour among them. An hour is valid
+    when its readings cover ``coverage`` of it at the device's interval. City-wide, hours are grouped by
+    integer keys and placed once per device (a third less work than placing every hour); an area's hours
+    are placed one by one, since only those spent in the area count."""
     catalogue = await metric_rows(conn, tuple(windows))
     keys = [catalogue[m][0] for m in windows if m in catalogue]
     names = {catalogue[m][0]: m for m in windows if m in catalogue}
     mean = sql.SQL("10 * log(h.energy / h.count)" if energy else "h.sum / h.count")
+    source = sql.SQL("readings_hourly" if scope[0] == "city" else "hourly_placed")
     q = sql.SQL("""
-        SELECT h.metric_key, d.device_id, array_agg(h.csa), array_agg(h.neighbourhood),
-               array_agg((extract(epoch FROM %(latest)s::timestamptz - h.bucket) / 3600)::int), array_agg({mean})
-        FROM hourly_placed h JOIN devices d ON d.device_key = h.device_key
-        WHERE h.metric_key = ANY(%(keys)s::smallint[]) AND h.bucket > %(earliest)s AND h.bucket <= %(latest)s
-          AND h.bucket > %(latest)s::timestamptz - (%(hours)s::int[])[array_position(%(keys)s::smallint[], h.metric_key)] * interval '1 hour'
-          AND {valid} AND {mean} IS NOT NULL AND {scope}
-        GROUP BY h.metric_key, d.device_id""").format(mean=mean, scope=_scope(scope[0]), valid=sql.SQL(_VALID_HOUR))
+        SELECT g.metric_key, d.device_id, p.csa, p.neighbourhood, g.ago, g.means
+        FROM (SELECT h.device_key, h.metric_key, max(h.bucket) AS last,
+                     array_agg((extract(epoch FROM %(latest)s::timestamptz - h.bucket) / 3600)::int) AS ago,
+                     array_agg({mean}) AS means
+              FROM {source} h JOIN devices d ON d.device_key = h.device_key
+              WHERE h.metric_key = ANY(%(keys)s::smallint[]) AND h.bucket > %(earliest)s AND h.bucket <= %(latest)s
+                AND h.bucket > %(latest)s::timestamptz
+                               - (%(hours)s::int[])[array_position(%(keys)s::smallint[], h.metric_key)] * interval '1 hour'
+                AND {valid} AND {mean} IS NOT NULL AND {scope}
+              GROUP BY h.device_key, h.metric_key) g
+        JOIN devices d ON d.device_key = g.device_key
+        JOIN device_placements p ON p.device_key = g.device_key AND g.last >= p.valid_from
+                                 AND (p.valid_to IS NULL OR g.last < p.valid_to)""").format(
+        mean=mean, source=source, scope=_scope(scope[0]), valid=sql.SQL(_VALID_HOUR))
     rows = await (await conn.execute(q, {
         "scope_name": scope[1], "keys": keys, "hours": [windows[names[k]] for k in keys], "latest": latest_hour,
         "earliest": latest_hour - timedelta(hours=max(windows.values())), "coverage": coverage})).fetchall()

@@ -60,13 +60,13 @@ async def recent_hours(conn, scope: Scope, windows: dict[str, int], latest_hour:
     """{metric: {device_id: DeviceSeries}} over the ``windows[metric]`` hours ending with ``latest_hour``:
     what the AQI's averaging rules read (12 hours for NowCast, 8 for ozone and CO…), and no more."""
     out: dict[str, dict[str, DeviceSeries]] = {m: {} for m in windows}
-    for metric, device_id, csas, hoods, ago, means in await store.recent_hours(
+    for metric, device_id, csa, hood, ago, means in await store.recent_hours(
             conn, scope.key(), windows, latest_hour, COVERAGE, energy):
         values: list[float | None] = [None] * windows[metric]
         for i, v in zip(ago, means):
             values[i] = v
-        latest = ago.index(min(ago))  # a device that moved counts in the area of its latest hour
-        out[metric][device_id] = DeviceSeries(device_id, csas[latest], hoods[latest], values)
+        # a device that moved counts in the area of its latest hour
+        out[metric][device_id] = DeviceSeries(device_id, csa, hood, values)
     return out
 
 
