@@ -30,6 +30,24 @@ def test_truncation_not_rounding():
     assert aqi.sub_index(0.0709, "o3_8h") == 100  # 0.0709 → 0.070 ppm
 
 
+def test_fast_truncation_agrees_with_the_decimal_text():
+    """The fast path (scaled float) against truncating the value's decimal text, over random values, every
+    breakpoint and its float neighbours, and values built to sit on a step."""
+    import random
+    rnd = random.Random(5)
+    values = [rnd.uniform(0, 700) for _ in range(20_000)] + [rnd.uniform(0, 0.7) for _ in range(20_000)]
+    values += [round(rnd.uniform(0, 600), 1) for _ in range(5_000)] + [round(rnd.uniform(0, 0.6), 3) for _ in range(5_000)]
+    values += [0.1 + 0.2, 325.4, 325.40000000000003, 9.099999999999998, 0.0, -0.0, -3.2, 1e-300, 1e15]
+    for bands in aqi._TABLE.values():
+        for bp in filter(None, bands):
+            for edge in map(float, bp):
+                values += [edge, math.nextafter(edge, 0), math.nextafter(edge, math.inf)]
+    for table in aqi.TRUNCATION:
+        for v in values:
+            fast, text = aqi.truncate(v, table), aqi._truncate_text(v, table)
+            assert fast == text and float(fast) == float(text), (v, table, fast, text)
+
+
 def test_binary_float_pitfall_at_the_top():
     assert aqi.sub_index(325.4, "pm25_24h") == 500
     assert aqi.sub_index(325.5, "pm25_24h") == 501  # beyond the AQI
