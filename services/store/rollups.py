@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import psycopg
 
+from services.store import aqi_history
+
 #: Session advisory lock: one refresher at a time across every ingestor.
 LOCK_KEY = 0x726F6C6C  # "roll"
 
@@ -50,6 +52,7 @@ SWAP = [
        SELECT day, csa, metric_key, sum(count), sum(sum), min(min), max(max), sum(energy),
               count(DISTINCT device_key)
        FROM rollup_src GROUP BY 1, 2, 3""",
+    aqi_history.MARK_FROM_ROLLUPS,  # the next link of the chain: the days' hourly AQI by CSA
 ]
 
 #: Last, so a writer marking one of these days waits only for the commit that follows. A mark written

@@ -6,7 +6,8 @@ every ``CITYSENSE_API_SUMMARY_REFRESH_S`` seconds (its queries on the pool, its 
 both answers, JSON and GeoJSON, in a worker thread) and requests are served the bytes it keeps. Each answer
 says when it was computed (``computed_at``) and how often it is (``refresh_s``), and carries an ``Age``
 header. If a computation fails (the database away), the last one stays served with its time: stale data
-stated as such beats no map. Summaries of a past hour are computed on request and cached for an hour.
+stated as such beats no map. Summaries of a past hour are computed on request (each area's AQI read from
+what services/api/qol/history.py keeps, once it has caught up with that hour) and cached for an hour.
 """
 
 from __future__ import annotations
@@ -25,21 +26,26 @@ from services.api.qol.aqi import WINDOWS
 from services.api.qol.series import COVERAGE, latest_values, recent_hours
 from services.api.scope import Scope, floor_hour
 from services.core.areas import baltimore
+from services.store import aqi_history
 from services.store import qol as store
 
 log = logging.getLogger("citysense.api.summary")
 
 
-async def summary_rows(pool, at: datetime) -> list[dict]:
+async def summary_rows(pool, at: datetime, timezone_name: str | None = None) -> list[dict]:
+    """The rows of the summary at ``at``. With ``timezone_name`` (a past hour), the areas' AQI is read from
+    what the background job keeps (services/api/qol/history.py) when it has caught up with that hour, and
+    computed from every device's hours otherwise."""
     city = Scope("city", None)
     latest_hour = floor_hour(at) - timedelta(hours=1)
     async with pool.connection() as conn:
-        aq = await recent_hours(conn, city, WINDOWS, latest_hour)
+        kept = None if timezone_name is None else await aqi_history.read_hour(conn, latest_hour, timezone_name)
+        aq = {} if kept is not None else await recent_hours(conn, city, WINDOWS, latest_hour)
         nz = await store.energy_means_by_csa(conn, "noise_laeq", latest_hour, 24, COVERAGE)
         wx = await latest_values(conn, city, ("temperature", "humidity"), at)
         coverage = await store.coverage(conn, at)
     # 55 areas' indicators over every device's hours: off the event loop, which keeps serving meanwhile.
-    return await run_in_threadpool(_summary, aq, nz, wx, coverage)
+    return await run_in_threadpool(_summary, aq, nz, wx, coverage, kept)
 
 
 def _by_csa(by_device: dict) -> dict[str, dict]:
@@ -49,12 +55,16 @@ def _by_csa(by_device: dict) -> dict[str, dict]:
     return out
 
 
-def _summary(aq, nz, wx, coverage) -> list[dict]:
+def _summary(aq, nz, wx, coverage, kept: dict[str, tuple] | None = None) -> list[dict]:
     rows = []
     aq_csa = {p: _by_csa(v) for p, v in aq.items()}
     wx_csa = _by_csa(wx)
     for name, area in sorted(baltimore().csas.items()):
-        a = indicators.area_aqi({p: v.get(name, {}) for p, v in aq_csa.items()})
+        if kept is None:
+            a = indicators.area_aqi({p: v.get(name, {}) for p, v in aq_csa.items()})
+        else:
+            aqi, category, main = kept.get(name, (None, None, None))
+            a = {"aqi": aqi, "category": category, "main_pollutant": main}
         h = indicators.area_heat_index(wx_csa.get(name, {}))
         energy = nz.get(name)
         n, fresh = coverage.get(name, (0, 0))

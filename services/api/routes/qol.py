@@ -119,7 +119,7 @@ async def qol_summary(request: Request, pool: PoolDep, at: At = None,
     t = when(at)
 
     async def compute() -> bytes:
-        rows = await summary_rows(pool, t)
+        rows = await summary_rows(pool, t, request.app.state.settings.timezone)
         return await run_in_threadpool(document, format, rows, t)
     body = await request.app.state.cache.get(("summary", format, t), _past(at), compute)
     return Response(body, media_type=media_type)

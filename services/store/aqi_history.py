@@ -1,0 +1,120 @@
+"""Each CSA's AQI at every past hour, kept by a background job so that a past hour's city-wide summary
+reads 55 rows instead of computing every air-quality device's index (migration 011).
+
+The chain of marks keeps it exact:
+- a write to hourly data marks its local day in rollup_dirty_days (services/store/rollups.py);
+- the rollup job, when it recomputes a day D, marks D and D+1 in aqi_dirty_days in the same transaction
+  (an hour's AQI reads up to 24 hours back, so D's data reaches into D+1's hours);
+- this job locks marks of days that have ended (a day still running stays marked; marks another job holds
+  are skipped, so several jobs share the work), computes those days' hours with the same maths as a
+  request (services/api/qol), swaps them in and deletes the marks, in one transaction. A rollup job
+  marking one of those days meanwhile waits for that commit, then marks it again: it is computed again.
+A reader takes an hour from here only when neither its day is marked here nor its day or the day before in
+rollup_dirty_days, in the same snapshot as the rows; otherwise it computes the hour from the hourly
+rollups as before. So the answer never lags the data, and the job can be behind without anyone seeing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+PENDING = """
+SELECT day FROM aqi_dirty_days
+WHERE day < (now() AT TIME ZONE %(tz)s)::date  -- a day still running is computed once it has ended
+ORDER BY day LIMIT %(n)s
+FOR UPDATE SKIP LOCKED
+"""
+
+#: The valid hourly means (services/api/qol/series.py: ≥ 75 % covered) of each pollutant per device over
+#: (start, end), with the area each hour belongs to, as parallel arrays (hours from ``start``).
+HOURS = """
+SELECT h.metric_key, d.device_id,
+       array_agg((extract(epoch FROM h.bucket - %(start)s::timestamptz) / 3600)::int ORDER BY h.bucket),
+       array_agg(h.sum / h.count ORDER BY h.bucket), array_agg(h.csa ORDER BY h.bucket)
+FROM hourly_placed h JOIN devices d ON d.device_key = h.device_key
+WHERE h.metric_key = ANY(%(keys)s::smallint[]) AND h.bucket > %(start)s AND h.bucket < %(end)s
+  AND h.count >= greatest(1, ceil(%(coverage)s * 3600 / d.interval_s)) AND h.sum / h.count IS NOT NULL
+GROUP BY h.metric_key, d.device_id
+"""
+
+DELETE_DAYS = """
+DELETE FROM aqi_hourly_csa a USING unnest(%(days)s::date[]) AS days(day)
+WHERE a.bucket >= (days.day::timestamp AT TIME ZONE %(tz)s) AND a.bucket < ((days.day + 1)::timestamp AT TIME ZONE %(tz)s)
+"""
+
+INSERT = """
+INSERT INTO aqi_hourly_csa (bucket, csa, aqi, category, main_pollutant)
+SELECT * FROM unnest(%(buckets)s::timestamptz[], %(csas)s::text[], %(aqis)s::int[], %(categories)s::text[],
+                     %(mains)s::text[])
+"""
+
+CLAIM = "DELETE FROM aqi_dirty_days WHERE day = ANY(%(days)s)"
+
+#: The rollup job's part of the chain (services/store/rollups.py), in its swap transaction.
+MARK_FROM_ROLLUPS = """
+INSERT INTO aqi_dirty_days AS dd (day)
+SELECT DISTINCT d FROM unnest(%(days)s::date[]) AS days(day), LATERAL (VALUES (day), (day + 1)) AS both_(d) ORDER BY 1
+ON CONFLICT (day) DO UPDATE SET day = dd.day
+"""
+
+#: An hour's rows, or none at all when the hour is still behind (its day or the one before marked).
+READ_HOUR = """
+WITH behind AS (
+    SELECT EXISTS (SELECT 1 FROM aqi_dirty_days WHERE day = (%(h)s::timestamptz AT TIME ZONE %(tz)s)::date)
+        OR EXISTS (SELECT 1 FROM rollup_dirty_days
+                   WHERE day BETWEEN (%(h)s::timestamptz AT TIME ZONE %(tz)s)::date - 1
+                                 AND (%(h)s::timestamptz AT TIME ZONE %(tz)s)::date) AS b
+)
+SELECT behind.b, a.csa, a.aqi, a.category, a.main_pollutant
+FROM behind LEFT JOIN aqi_hourly_csa a ON NOT behind.b AND a.bucket = %(h)s
+"""
+
+
+@dataclass
+class Series:
+    """One device's valid hourly means of one pollutant: hour index (from the span's start) → (mean, CSA)."""
+
+    metric: str
+    device_id: str
+    hours: dict[int, tuple[float, str]]
+
+
+async def read_hour(conn, hour: datetime, timezone: str) -> dict[str, tuple] | None:
+    """{csa: (aqi, category, main pollutant)} of the hour whose latest complete hour is ``hour``, or None
+    when the job has not caught up with it (the caller computes it from the hourly rollups)."""
+    rows = await (await conn.execute(READ_HOUR, {"h": hour, "tz": timezone})).fetchall()
+    if rows[0][0]:
+        return None
+    return {csa: (aqi, category, main) for _, csa, aqi, category, main in rows if csa is not None}
+
+
+async def pending(conn, timezone: str, max_days: int) -> list[date]:
+    """Up to ``max_days`` marked days that have ended, oldest first, locked until the transaction ends."""
+    return [r[0] for r in await (await conn.execute(PENDING, {"tz": timezone, "n": max_days})).fetchall()]
+
+
+async def series(conn, keys: dict[int, str], start: datetime, end: datetime, coverage: float) -> list[Series]:
+    rows = await (await conn.execute(HOURS, {"keys": list(keys), "start": start, "end": end,
+                                             "coverage": coverage})).fetchall()
+    return [Series(keys[k], device_id, {i: (v, c) for i, v, c in zip(idx, means, csas)})
+            for k, device_id, idx, means, csas in rows]
+
+
+async def replace(conn, days: list[date], rows: list[tuple], timezone: str) -> None:
+    """The days' rows swapped for ``rows`` (bucket, csa, aqi, category, main pollutant), and their marks
+    deleted."""
+    await conn.execute(DELETE_DAYS, {"days": days, "tz": timezone})
+    if rows:
+        cols = list(zip(*rows))
+        await conn.execute(INSERT, {"buckets": list(cols[0]), "csas": list(cols[1]), "aqis": list(cols[2]),
+                                    "categories": list(cols[3]), "mains": list(cols[4])})
+    await conn.execute(CLAIM, {"days": days})
+
+
+def day_hours(day: date, tz: ZoneInfo) -> list[datetime]:
+    """Every hour of a local day (23, 24 or 25), as UTC bucket starts."""
+    start = datetime.combine(day, time(), tz).astimezone(timezone.utc)
+    end = datetime.combine(day + timedelta(days=1), time(), tz).astimezone(timezone.utc)
+    return [start + timedelta(hours=i) for i in range(int((end - start).total_seconds()) // 3600)]
