@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.store.pool import is_transient
+
 log = logging.getLogger("citysense.api")
 
 TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
@@ -102,6 +104,17 @@ def install(app: FastAPI) -> None:
     async def _busy(request: Request, exc: PoolTimeout):
         log.warning("no database connection for %s in time", request.url.path)
         return problem_response(503, "the database is unavailable or busy: try again shortly", {"Retry-After": "5"})
+
+    @app.exception_handler(psycopg.Error)
+    async def _database(request: Request, exc: psycopg.Error):
+        # A connection the database dropped (a restart, a failover) or one that asked us to retry: the
+        # client's request was fine, and will be answered again shortly. Anything else is our bug.
+        if is_transient(exc):
+            log.warning("database unavailable during %s: %s", request.url.path, type(exc).__name__)
+            return problem_response(503, "the database is unavailable or restarting: try again shortly",
+                                    {"Retry-After": "5"})
+        log.exception("unhandled database error on %s %s", request.method, request.url.path)
+        return problem_response(500, "the server failed to answer this request; the error is logged")
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception):

@@ -94,3 +94,49 @@ def test_data_json_links_follow_where_the_api_answers(workdir, dsn, broker, extr
         assert httpx.get(first, params={"start": "2020-01-01T00:00:00Z", "end": "2020-01-02T00:00:00Z"}).status_code == 200
     finally:
         svc.stop()
+
+
+def test_a_database_restart_costs_a_request_at_most_a_503_with_retry_after_never_a_500(workdir, broker):
+    """Requests in flight when the database restarts, and the first ones on connections it dropped, answer
+    503 with Retry-After (the client's request was fine); the API then serves again by itself. Before,
+    they answered 500 and logged an unhandled error."""
+    import threading
+    import time
+
+    from tests.conftest import make_cluster
+
+    cluster = make_cluster(workdir, "pg-api-restart")
+    svc, base = _start_api(workdir, cluster.dsn, broker)
+    answers: list[httpx.Response | None] = []
+    stop = threading.Event()
+
+    def poll():
+        with httpx.Client(base_url=base, timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    answers.append(client.get("/v1/devices", params={"limit": 5}))
+                except httpx.HTTPError:
+                    answers.append(None)
+                time.sleep(0.02)
+    try:
+        wait_until(lambda: (r := _get(base + "/readyz")) is not None and r.status_code == 200, 30, what="ready")
+        pollers = [threading.Thread(target=poll) for _ in range(3)]
+        for p in pollers:
+            p.start()
+        time.sleep(1)
+        for _ in range(2):
+            cluster.stop("fast")
+            cluster.start()
+            time.sleep(1.5)
+        stop.set()
+        for p in pollers:
+            p.join(60)
+        codes = [r.status_code if r is not None else 0 for r in answers]
+        assert codes and set(codes) <= {200, 503}, sorted(set(codes))
+        assert all(r.headers.get("retry-after") for r in answers if r is not None and r.status_code == 503)
+        assert codes[-3:] == [200, 200, 200]
+        assert "unhandled" not in svc.log_path.read_text()
+    finally:
+        stop.set()
+        svc.stop()
+        cluster.stop("immediate")
