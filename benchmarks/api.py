@@ -74,7 +74,7 @@ ORDER BY 1
 """
 
 
-def _aqi_history(dsn: str) -> int:
+def _qol_history(dsn: str) -> int:
     """The API's background job (services/api/qol/history.py) until nothing is left; the days it did."""
     import asyncio
 
@@ -136,12 +136,13 @@ def load_history(st: Stack, devices: int, readings: int, days: int, log) -> dict
                      "FROM readings_hourly ON CONFLICT DO NOTHING")
         while refresh(conn, "America/New_York", max_days=400):
             pass
-        # Each CSA's AQI at every past hour, as the API's background job keeps it (one process per core).
+        # Each CSA's AQI and noise at every past hour, as the API's background job keeps them (one process
+        # per core).
         t1 = time.time()
         ctx = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as pool:
-            aqi_days = sum(pool.map(_aqi_history, [st.dsn] * 2))
-        log(f"    past hours' AQI by CSA for {aqi_days} days in {time.time() - t1:.0f} s")
+            qol_days = sum(pool.map(_qol_history, [st.dsn] * 2))
+        log(f"    past hours' AQI and noise by CSA for {qol_days} days in {time.time() - t1:.0f} s")
         conn.execute("VACUUM ANALYZE")
         n = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
         hourly = conn.execute("SELECT count(*) FROM readings_hourly").fetchone()[0]

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from services.api import problems
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.cache import AnswerCache
-from services.api.qol.history import AqiHistoryKeeper
+from services.api.qol.history import QolHistoryKeeper
 from services.api.qol.summary import SummaryKeeper
 from services.api.bounds import RequestBounds
 from services.api.routes import aggregates, audit, catalogue, devices, health, opendata, qol, readings, status
@@ -68,9 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("CITYSENSE_MQTT_ADMIN_PASSWORD is not set: devices cannot be registered (no broker credentials)")
         app.state.summary = SummaryKeeper(lambda: read_pool or pool, settings.api_summary_refresh_s)
         app.state.summary.start()
-        # Past hours' AQI by CSA, computed once in the background (it writes: the primary's pool).
-        app.state.aqi_history = AqiHistoryKeeper(lambda: pool, settings.timezone)
-        app.state.aqi_history.start()
+        # Past hours' AQI and noise by CSA, computed once in the background (it writes: the primary's pool).
+        app.state.qol_history = QolHistoryKeeper(lambda: pool, settings.timezone)
+        app.state.qol_history.start()
         metrics_server = None
         if settings.api_metrics_port:
             metrics_server = serve_metrics(settings, metrics.registry)
@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await app.state.summary.stop()
-            await app.state.aqi_history.stop()
+            await app.state.qol_history.stop()
             if metrics_server is not None:
                 metrics_server.shutdown()
             if app.state.accounts is not None:

@@ -179,9 +179,9 @@ class AggregatePage(Page[AggregatePublic]):
     bucket: str
     start: datetime = Field(description="Start of the first bucket (the requested start, rounded down to the bucket grid).")
     end: datetime = Field(description="End of the last bucket (the requested end, rounded up to the bucket grid).")
-    source: Literal["daily_rollups", "csa_hourly_rollups", "hourly_rollups", "raw"] = Field(
-        description="Where the answer came from: daily or hourly rollups per CSA, hourly rollups per device, or "
-                    "the raw readings (the cheapest that can answer).")
+    source: Literal["daily_rollups", "csa_hourly_rollups", "city_hourly_rollups", "hourly_rollups", "raw"] = Field(
+        description="Where the answer came from: daily or hourly rollups per CSA, hourly rollups of the city, "
+                    "hourly rollups per device, or the raw readings (the cheapest that can answer).")
 
 
 class ScopePublic(BaseModel):

@@ -3,6 +3,7 @@
 - ``daily_rollups``: whole-day buckets by city or CSA (local days, from readings_daily_csa);
 - ``csa_hourly_rollups``: other whole-hour buckets by city or CSA (readings_hourly_csa, the hours of local
   days the rollup job has not yet recomputed from hourly_placed: never behind the hourly rollups);
+- ``city_hourly_rollups``: the same by city (readings_hourly_city, one row an hour), same rule;
 - ``hourly_rollups``: other whole-hour buckets (hourly_placed: each hour in the area its device was in);
 - ``raw``: shorter buckets (readings_placed).
 
@@ -104,6 +105,21 @@ async def aggregate(conn, *, metric: str, size: timedelta, start: datetime, end:
                     AND {where_p}) h
             GROUP BY 1, 2""").format(grp=sql.SQL("'city'") if group_by == "city" else sql.SQL("h.csa"), where=where,
                                      where_p=sql.SQL("TRUE") if scope[0] == "city" else sql.SQL("p.csa = %(scope_name)s"))
+    elif source == "city_hourly_rollups":
+        # as above, with the city's rows
+        inner = sql.SQL("""
+            SELECT time_bucket(%(bucket)s, h.bucket) AS b, 'city' AS grp, sum(h.count)::bigint AS count,
+                   sum(h.sum) AS sum, min(h.min) AS min, max(h.max) AS max, sum(h.energy) AS energy
+            FROM (SELECT bucket, count, sum, min, max, energy FROM readings_hourly_city
+                  WHERE metric_key = %(metric_key)s AND bucket >= %(start)s AND bucket < %(end)s
+                    AND (bucket AT TIME ZONE %(tz)s)::date NOT IN (SELECT day FROM rollup_dirty_days)
+                  UNION ALL
+                  SELECT p.bucket, p.count, p.sum, p.min, p.max, p.energy
+                  FROM rollup_dirty_days dd
+                  JOIN hourly_placed p ON p.bucket >= (dd.day::timestamp AT TIME ZONE %(tz)s)
+                                      AND p.bucket < ((dd.day + 1)::timestamp AT TIME ZONE %(tz)s)
+                  WHERE p.metric_key = %(metric_key)s AND p.bucket >= %(start)s AND p.bucket < %(end)s) h
+            GROUP BY 1, 2""")
     else:
         if source == "hourly_rollups":
             table, t = sql.SQL("hourly_placed h"), sql.SQL("h.bucket")

@@ -2,9 +2,9 @@
 
 - Hourly rollups (per device, metric and hour) are kept by the ingestor in the same statement as the raw
   insert, from the rows it really inserted (services/store/ingest.py, INSERT_READINGS).
-- Daily and hourly rollups per CSA (readings_daily_csa, readings_hourly_csa) are by the city's local day (a
-  date; DST days have 23 or 25 hours), attributed to the CSA each device was placed in at each hour (the
-  view hourly_placed). Whoever changes hourly data marks the local days it touched dirty, in the same
+- Daily and hourly rollups per CSA and hourly ones for the city (readings_daily_csa, readings_hourly_csa,
+  readings_hourly_city) are kept by the city's local day (a date; DST days have 23 or 25 hours), attributed
+  to the CSA each device was placed in at each hour (the view hourly_placed). Whoever changes hourly data marks the local days it touched dirty, in the same
   transaction and with a lock on the mark (ON CONFLICT DO UPDATE, which writes a new row version).
   ``refresh`` reads marks without locking them, recomputes those days into a scratch table, swaps the days'
   rows in, and only then deletes the marks whose row version is still the one it read: a writer that marked
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import psycopg
 
-from services.store import aqi_history
+from services.store import qol_history
 
 #: Session advisory lock: one refresher at a time across every ingestor.
 LOCK_KEY = 0x726F6C6C  # "roll"
@@ -48,11 +48,17 @@ SWAP = [
        SELECT bucket, csa, metric_key, sum(count), sum(sum), min(min), max(max), sum(energy), count(*)
        FROM rollup_src GROUP BY 1, 2, 3
        ORDER BY 3, 1  -- a metric's hours side by side: a month of one metric reads a few hundred pages""",
+    """DELETE FROM readings_hourly_city h USING unnest(%(days)s::date[]) AS days(day)
+       WHERE h.bucket >= (days.day::timestamp AT TIME ZONE %(tz)s)
+         AND h.bucket < ((days.day + 1)::timestamp AT TIME ZONE %(tz)s)""",
+    """INSERT INTO readings_hourly_city (metric_key, bucket, count, sum, min, max, energy, devices)
+       SELECT metric_key, bucket, sum(count), sum(sum), min(min), max(max), sum(energy), count(*)
+       FROM rollup_src GROUP BY 1, 2 ORDER BY 1, 2""",
     """INSERT INTO readings_daily_csa (day, csa, metric_key, count, sum, min, max, energy, devices)
        SELECT day, csa, metric_key, sum(count), sum(sum), min(min), max(max), sum(energy),
               count(DISTINCT device_key)
        FROM rollup_src GROUP BY 1, 2, 3""",
-    aqi_history.MARK_FROM_ROLLUPS,  # the next link of the chain: the days' hourly AQI by CSA
+    qol_history.MARK_FROM_ROLLUPS,  # the next link of the chain: the days' hourly AQI and noise by CSA
 ]
 
 #: Last, so a writer marking one of these days waits only for the commit that follows. A mark written

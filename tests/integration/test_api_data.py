@@ -99,17 +99,21 @@ def test_hourly_csa_rollups_answer_exactly_before_and_after_the_rollup_job(http,
     marked = f"SELECT count(*) FROM rollup_dirty_days WHERE day IN ({day}, {day} + 1)"
     wait_until(lambda: count(dsn, marked, (HOUR, HOUR)) == 0, what="the rollup job", timeout=60)
     assert per_hour(group_by="csa", csa="Canton") == ("csa_hourly_rollups", by_device)
-    city = per_hour(group_by="city")[1]
-    assert all(city[b] >= v for b, v in by_device.items())
+    source, city = per_hour(group_by="city")
+    assert source == "city_hourly_rollups" and all(city[b] >= v for b, v in by_device.items())
     # the answer really comes from the CSA rows for a day the job has done, and from the device rows for a
     # day still marked: doctor the CSA rows, then mark the day
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("UPDATE readings_hourly_csa SET sum = sum + 1000 WHERE csa = 'Canton' AND bucket = %s", (HOUR,))
+        conn.execute("UPDATE readings_hourly_city SET sum = sum + 2000 WHERE bucket = %s", (HOUR,))
         assert per_hour(group_by="csa", csa="Canton")[1][HOUR] == by_device[HOUR] + 1000
+        assert per_hour(group_by="city")[1][HOUR] == city[HOUR] + 2000
         conn.execute(f"INSERT INTO rollup_dirty_days (day) VALUES ({day}) ON CONFLICT DO NOTHING", (HOUR,))
         assert per_hour(group_by="csa", csa="Canton")[1] == by_device  # (the job will recompute it)
+        assert per_hour(group_by="city")[1][HOUR] == city[HOUR]
     wait_until(lambda: count(dsn, marked, (HOUR, HOUR)) == 0, what="the rollup job", timeout=60)
     assert per_hour(group_by="csa", csa="Canton")[1] == by_device
+    assert per_hour(group_by="city")[1][HOUR] == city[HOUR]
 
 
 def test_grouping_and_grid(http, canton):

@@ -160,20 +160,22 @@ def _caught_up(dsn: str, day) -> None:
                 pass
         asyncio.run(aqi_job())
         return count(dsn, "SELECT (SELECT count(*) FROM rollup_dirty_days WHERE day BETWEEN %(d)s - 1 AND %(d)s + 1)"
-                          " + (SELECT count(*) FROM aqi_dirty_days WHERE day BETWEEN %(d)s AND %(d)s + 1)", {"d": day}) == 0
+                          " + (SELECT count(*) FROM qol_dirty_days WHERE day BETWEEN %(d)s AND %(d)s + 1)", {"d": day}) == 0
     wait_until(done, 30, interval=0.5, what="the rollup and AQI jobs through the day")
 
 
 def test_past_summaries_read_the_kept_areas_aqi_and_never_lag_the_data(http, admin, publisher, dsn, ingestor):
-    """A past hour's summary reads each area's AQI from what the background job keeps: the kept value is the
-    one a request computes, and a doctored one shows through. While new data for the hour's day has not been
+    """A past hour's summary reads each area's AQI and noise from what the background job keeps: the kept
+    values are the ones a request computes, and doctored ones show through. While new data for the hour's day has not been
     through the rollup and AQI jobs, the hour is computed from the hourly rollups instead: never behind."""
     csa = "Greater Roland Park/Poplar Hill"
     device = register(http, admin, "air_quality", csa)
     at = (datetime.now(timezone.utc) - timedelta(days=6)).replace(minute=30, second=0, microsecond=0)
     latest = at.replace(minute=0) - timedelta(hours=1)
     n = publish_hours(publisher, device, {latest - timedelta(hours=i): {"pm25": 40.0 + i} for i in range(14)})
-    wait_until(lambda: stored(dsn, device) == n, what="the device's history")
+    loud = register(http, admin, "noise", csa)
+    m = publish_hours(publisher, loud, {latest - timedelta(hours=i): {"noise_laeq": 60.0} for i in range(14)})
+    wait_until(lambda: stored(dsn, device) == n and stored(dsn, loud) == m, what="the devices' history")
     day = latest.astimezone(ZoneInfo("America/New_York")).date()
     _caught_up(dsn, day)
 
@@ -184,30 +186,33 @@ def test_past_summaries_read_the_kept_areas_aqi_and_never_lag_the_data(http, adm
         return http.get("/v1/qol/aqi", params={"csa": csa, "at": t.isoformat()}).json()
 
     def kept(t: datetime):
-        return count(dsn, "SELECT aqi FROM aqi_hourly_csa WHERE bucket = %s AND csa = %s",
+        return count(dsn, "SELECT aqi FROM qol_hourly_csa WHERE bucket = %s AND csa = %s",
                      (t.replace(minute=0) - timedelta(hours=1), csa))
 
     def doctor(t: datetime):
         with psycopg.connect(dsn) as conn:
-            conn.execute("UPDATE aqi_hourly_csa SET aqi = 499, category = 'Hazardous' WHERE bucket = %s AND csa = %s",
-                         (t.replace(minute=0) - timedelta(hours=1), csa))
+            conn.execute("UPDATE qol_hourly_csa SET aqi = 499, category = 'Hazardous', noise_energy = 10 ^ 9.9 "
+                         "WHERE bucket = %s AND csa = %s", (t.replace(minute=0) - timedelta(hours=1), csa))
 
     expected = on_request(at)
     assert expected["aqi"] is not None and expected["main_pollutant"] == "pm25"
     assert kept(at) == expected["aqi"]
     row = summary(at)
     assert (row["aqi"], row["aqi_category"], row["main_pollutant"]) == (expected["aqi"], expected["category"], "pm25")
+    assert row["noise_leq_24h"] == 60.0
     # Read from the kept rows (another hour each time: a past answer is cached for an hour).
     at2 = at - timedelta(hours=1)
     doctor(at2)
-    assert (summary(at2)["aqi"], summary(at2)["aqi_category"]) == (499, "Hazardous")
+    row = summary(at2)
+    assert (row["aqi"], row["aqi_category"], row["noise_leq_24h"]) == (499, "Hazardous", 99.0)
     # A reading arrives for that day: until both jobs have been through it, the hour is computed.
     at3 = at - timedelta(hours=2)
     doctor(at3)
     publisher.readings(device, {"time": (at3 - timedelta(minutes=50)).timestamp(), "readings": {"pm25": 300.0}})
     wait_until(lambda: stored(dsn, device) == n + 1, what="the late reading")
     fresh = on_request(at3)
-    assert summary(at3)["aqi"] == fresh["aqi"] != 499
+    row = summary(at3)
+    assert row["aqi"] == fresh["aqi"] != 499 and row["noise_leq_24h"] == 60.0
     _caught_up(dsn, day)
     assert kept(at3) == fresh["aqi"]
 

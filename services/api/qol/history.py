@@ -1,8 +1,8 @@
-"""Each CSA's AQI at every past hour, kept in the background by the API (every API process takes a share:
+"""Each CSA's AQI and noise at every past hour, kept in the background by the API (every API process takes a share:
 a day is computed by whoever locked its mark), so that a past hour's city-wide summary reads it instead of
-computing every air-quality device's index on request. The maths is the request's own
-(:func:`indicators.area_aqi` over the same series); services/store/aqi_history.py says how the marks keep
-every answer exact while the job is behind.
+every device's hours on request. The AQI is the request's own maths (:func:`indicators.area_aqi` over the
+same series), the noise the request's own rule in SQL for many hours at once; services/store/qol_history.py
+says how the marks keep every answer exact while the job is behind.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from starlette.concurrency import run_in_threadpool
 from services.api.qol import indicators
 from services.api.qol.aqi import WINDOWS
 from services.api.qol.series import COVERAGE, DeviceSeries
-from services.store import aqi_history as store
+from services.store import qol_history as store
 from services.store.catalogue import metric_rows
 
-log = logging.getLogger("citysense.api.aqi_history")
+log = logging.getLogger("citysense.api.qol_history")
 
 #: The longest window an hour's index reads (SO2's 24 hours).
 LOOKBACK = timedelta(hours=max(WINDOWS.values()))
@@ -85,19 +85,22 @@ async def catch_up_once(conn, timezone: str, max_days: int = 7, compute=None) ->
         pending = await store.pending(conn, timezone, max_days)
         if not pending:
             return 0
-        catalogue = await metric_rows(conn, tuple(WINDOWS))
+        catalogue = await metric_rows(conn, (*WINDOWS, "noise_laeq"))
         keys = {catalogue[m][0]: m for m in WINDOWS if m in catalogue}
-        rows: list[tuple] = []
+        figures: dict[tuple, list] = {}
         for run in _runs(pending):
             hours = [h for d in run for h in store.day_hours(d, tz)]
             start = hours[0] - LOOKBACK
             series = await store.series(conn, keys, start, hours[-1] + timedelta(hours=1), COVERAGE)
-            rows += await compute(series, hours, start)
-        await store.replace(conn, pending, rows, timezone)
+            for hour, csa, *aqi in await compute(series, hours, start):
+                figures[hour, csa] = [*aqi, None]
+            for hour, csa, energy in await store.noise(conn, catalogue["noise_laeq"][0], hours, COVERAGE):
+                figures.setdefault((hour, csa), [None, None, None, None])[3] = energy
+        await store.replace(conn, pending, [(*k, *v) for k, v in figures.items()], timezone)
     return len(pending)
 
 
-class AqiHistoryKeeper:
+class QolHistoryKeeper:
     """Runs the job every ``interval_s`` seconds until nothing is left, in the API's event loop (the maths in
     a worker thread). Failures (the database away) are logged and retried at the next round."""
 
@@ -107,7 +110,7 @@ class AqiHistoryKeeper:
         self.failures = 0
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="citysense-aqi-history")
+        self._task = asyncio.create_task(self._run(), name="citysense-qol-history")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -125,12 +128,12 @@ class AqiHistoryKeeper:
                     async with self._pool().connection() as conn:
                         done = await catch_up_once(conn, self._tz)
                     if done:
-                        log.info("past hours' AQI by CSA computed for %d days", done)
+                        log.info("past hours' AQI and noise by CSA computed for %d days", done)
                 self.failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database away, a timeout: the readers compute on request meanwhile
                 self.failures += 1
                 if self.failures == 1 or self.failures % 20 == 0:
-                    log.warning("could not compute past hours' AQI (%s: %s)", type(exc).__name__, str(exc)[:200])
+                    log.warning("could not compute past hours' AQI and noise (%s: %s)", type(exc).__name__, str(exc)[:200])
             await asyncio.sleep(self.interval_s)

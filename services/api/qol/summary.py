@@ -6,8 +6,8 @@ every ``CITYSENSE_API_SUMMARY_REFRESH_S`` seconds (its queries on the pool, its 
 both answers, JSON and GeoJSON, in a worker thread) and requests are served the bytes it keeps. Each answer
 says when it was computed (``computed_at``) and how often it is (``refresh_s``), and carries an ``Age``
 header. If a computation fails (the database away), the last one stays served with its time: stale data
-stated as such beats no map. Summaries of a past hour are computed on request (each area's AQI read from
-what services/api/qol/history.py keeps, once it has caught up with that hour) and cached for an hour.
+stated as such beats no map. Summaries of a past hour are computed on request (each area's AQI and noise
+read from what services/api/qol/history.py keeps, once it has caught up with that hour) and cached for an hour.
 """
 
 from __future__ import annotations
@@ -26,22 +26,25 @@ from services.api.qol.aqi import WINDOWS
 from services.api.qol.series import COVERAGE, latest_values, recent_hours
 from services.api.scope import Scope, floor_hour
 from services.core.areas import baltimore
-from services.store import aqi_history
+from services.store import qol_history
 from services.store import qol as store
 
 log = logging.getLogger("citysense.api.summary")
 
 
 async def summary_rows(pool, at: datetime, timezone_name: str | None = None) -> list[dict]:
-    """The rows of the summary at ``at``. With ``timezone_name`` (a past hour), the areas' AQI is read from
-    what the background job keeps (services/api/qol/history.py) when it has caught up with that hour, and
-    computed from every device's hours otherwise."""
+    """The rows of the summary at ``at``. With ``timezone_name`` (a past hour), the areas' AQI and noise are
+    read from what the background job keeps (services/api/qol/history.py) when it has caught up with that
+    hour, and computed from every device's hours otherwise."""
     city = Scope("city", None)
     latest_hour = floor_hour(at) - timedelta(hours=1)
     async with pool.connection() as conn:
-        kept = None if timezone_name is None else await aqi_history.read_hour(conn, latest_hour, timezone_name)
-        aq = {} if kept is not None else await recent_hours(conn, city, WINDOWS, latest_hour)
-        nz = await store.energy_means_by_csa(conn, "noise_laeq", latest_hour, 24, COVERAGE)
+        kept = None if timezone_name is None else await qol_history.read_hour(conn, latest_hour, timezone_name)
+        if kept is None:
+            aq = await recent_hours(conn, city, WINDOWS, latest_hour)
+            nz = await store.energy_means_by_csa(conn, "noise_laeq", latest_hour, 24, COVERAGE)
+        else:
+            aq, nz = {}, {csa: v[3] for csa, v in kept.items() if v[3] is not None}
         wx = await latest_values(conn, city, ("temperature", "humidity"), at)
         coverage = await store.coverage(conn, at)
     # 55 areas' indicators over every device's hours: off the event loop, which keeps serving meanwhile.
@@ -63,7 +66,7 @@ def _summary(aq, nz, wx, coverage, kept: dict[str, tuple] | None = None) -> list
         if kept is None:
             a = indicators.area_aqi({p: v.get(name, {}) for p, v in aq_csa.items()})
         else:
-            aqi, category, main = kept.get(name, (None, None, None))
+            aqi, category, main, _ = kept.get(name, (None, None, None, None))
             a = {"aqi": aqi, "category": category, "main_pollutant": main}
         h = indicators.area_heat_index(wx_csa.get(name, {}))
         energy = nz.get(name)

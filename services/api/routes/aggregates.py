@@ -72,7 +72,7 @@ async def aggregates(
     if whole_days and by_csa:
         source = "daily_rollups"
     elif whole_hours and by_csa:
-        source = "csa_hourly_rollups"
+        source = "city_hourly_rollups" if group_by == "city" and csa is None else "csa_hourly_rollups"
     else:
         source = "hourly_rollups" if whole_hours else "raw"
     max_days = settings.api_max_aggregate_days if whole_hours else settings.api_max_range_days

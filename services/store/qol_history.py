@@ -1,9 +1,9 @@
-"""Each CSA's AQI at every past hour, kept by a background job so that a past hour's city-wide summary
-reads 55 rows instead of computing every air-quality device's index (migration 011).
+"""Each CSA's AQI and noise at every past hour, kept by a background job so that a past hour's city-wide
+summary reads 55 rows instead of every device's hours (migration 011).
 
 The chain of marks keeps it exact:
 - a write to hourly data marks its local day in rollup_dirty_days (services/store/rollups.py);
-- the rollup job, when it recomputes a day D, marks D and D+1 in aqi_dirty_days in the same transaction
+- the rollup job, when it recomputes a day D, marks D and D+1 in qol_dirty_days in the same transaction
   (an hour's AQI reads up to 24 hours back, so D's data reaches into D+1's hours);
 - this job locks marks of days that have ended (a day still running stays marked; marks another job holds
   are skipped, so several jobs share the work), computes those days' hours with the same maths as a
@@ -21,7 +21,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 PENDING = """
-SELECT day FROM aqi_dirty_days
+SELECT day FROM qol_dirty_days
 WHERE day < (now() AT TIME ZONE %(tz)s)::date  -- a day still running is computed once it has ended
 ORDER BY day LIMIT %(n)s
 FOR UPDATE SKIP LOCKED
@@ -40,21 +40,37 @@ GROUP BY h.metric_key, d.device_id
 """
 
 DELETE_DAYS = """
-DELETE FROM aqi_hourly_csa a USING unnest(%(days)s::date[]) AS days(day)
+DELETE FROM qol_hourly_csa a USING unnest(%(days)s::date[]) AS days(day)
 WHERE a.bucket >= (days.day::timestamp AT TIME ZONE %(tz)s) AND a.bucket < ((days.day + 1)::timestamp AT TIME ZONE %(tz)s)
 """
 
-INSERT = """
-INSERT INTO aqi_hourly_csa (bucket, csa, aqi, category, main_pollutant)
-SELECT * FROM unnest(%(buckets)s::timestamptz[], %(csas)s::text[], %(aqis)s::int[], %(categories)s::text[],
-                     %(mains)s::text[])
+#: Each CSA's noise at each of the given hours: the mean over its devices' valid hours in the 24 hours
+#: ending there of each hour's energy mean (services/store/qol.py energy_means_by_csa, for many hours).
+NOISE = """
+WITH per_hour AS (
+    SELECT h.csa, h.bucket, sum(h.energy / h.count) AS total, count(*) AS n
+    FROM hourly_placed h JOIN devices d ON d.device_key = h.device_key
+    WHERE h.metric_key = %(key)s AND h.bucket > %(start)s AND h.bucket < %(end)s
+      AND h.count >= greatest(1, ceil(%(coverage)s * 3600 / d.interval_s)) AND h.energy IS NOT NULL
+    GROUP BY 1, 2
+)
+SELECT hours.h, p.csa, sum(p.total) / sum(p.n)
+FROM unnest(%(hours)s::timestamptz[]) AS hours(h)
+JOIN per_hour p ON p.bucket > hours.h - interval '24 hours' AND p.bucket <= hours.h
+GROUP BY 1, 2
 """
 
-CLAIM = "DELETE FROM aqi_dirty_days WHERE day = ANY(%(days)s)"
+INSERT = """
+INSERT INTO qol_hourly_csa (bucket, csa, aqi, category, main_pollutant, noise_energy)
+SELECT * FROM unnest(%(buckets)s::timestamptz[], %(csas)s::text[], %(aqis)s::int[], %(categories)s::text[],
+                     %(mains)s::text[], %(noise)s::float8[])
+"""
+
+CLAIM = "DELETE FROM qol_dirty_days WHERE day = ANY(%(days)s)"
 
 #: The rollup job's part of the chain (services/store/rollups.py), in its swap transaction.
 MARK_FROM_ROLLUPS = """
-INSERT INTO aqi_dirty_days AS dd (day)
+INSERT INTO qol_dirty_days AS dd (day)
 SELECT DISTINCT d FROM unnest(%(days)s::date[]) AS days(day), LATERAL (VALUES (day), (day + 1)) AS both_(d) ORDER BY 1
 ON CONFLICT (day) DO UPDATE SET day = dd.day
 """
@@ -62,13 +78,13 @@ ON CONFLICT (day) DO UPDATE SET day = dd.day
 #: An hour's rows, or none at all when the hour is still behind (its day or the one before marked).
 READ_HOUR = """
 WITH behind AS (
-    SELECT EXISTS (SELECT 1 FROM aqi_dirty_days WHERE day = (%(h)s::timestamptz AT TIME ZONE %(tz)s)::date)
+    SELECT EXISTS (SELECT 1 FROM qol_dirty_days WHERE day = (%(h)s::timestamptz AT TIME ZONE %(tz)s)::date)
         OR EXISTS (SELECT 1 FROM rollup_dirty_days
                    WHERE day BETWEEN (%(h)s::timestamptz AT TIME ZONE %(tz)s)::date - 1
                                  AND (%(h)s::timestamptz AT TIME ZONE %(tz)s)::date) AS b
 )
-SELECT behind.b, a.csa, a.aqi, a.category, a.main_pollutant
-FROM behind LEFT JOIN aqi_hourly_csa a ON NOT behind.b AND a.bucket = %(h)s
+SELECT behind.b, a.csa, a.aqi, a.category, a.main_pollutant, a.noise_energy
+FROM behind LEFT JOIN qol_hourly_csa a ON NOT behind.b AND a.bucket = %(h)s
 """
 
 
@@ -82,12 +98,12 @@ class Series:
 
 
 async def read_hour(conn, hour: datetime, timezone: str) -> dict[str, tuple] | None:
-    """{csa: (aqi, category, main pollutant)} of the hour whose latest complete hour is ``hour``, or None
+    """{csa: (aqi, category, main pollutant, noise energy)} at the latest complete hour ``hour``, or None
     when the job has not caught up with it (the caller computes it from the hourly rollups)."""
     rows = await (await conn.execute(READ_HOUR, {"h": hour, "tz": timezone})).fetchall()
     if rows[0][0]:
         return None
-    return {csa: (aqi, category, main) for _, csa, aqi, category, main in rows if csa is not None}
+    return {r[1]: tuple(r[2:]) for r in rows if r[1] is not None}
 
 
 async def pending(conn, timezone: str, max_days: int) -> list[date]:
@@ -102,14 +118,20 @@ async def series(conn, keys: dict[int, str], start: datetime, end: datetime, cov
             for k, device_id, idx, means, csas in rows]
 
 
+async def noise(conn, key: int, hours: list[datetime], coverage: float) -> list[tuple]:
+    """Rows (hour, csa, noise energy) for the given hours (ascending)."""
+    return await (await conn.execute(NOISE, {"key": key, "hours": hours, "start": hours[0] - timedelta(hours=24),
+                                             "end": hours[-1] + timedelta(hours=1), "coverage": coverage})).fetchall()
+
+
 async def replace(conn, days: list[date], rows: list[tuple], timezone: str) -> None:
-    """The days' rows swapped for ``rows`` (bucket, csa, aqi, category, main pollutant), and their marks
-    deleted."""
+    """The days' rows swapped for ``rows`` (bucket, csa, aqi, category, main pollutant, noise energy), and
+    their marks deleted."""
     await conn.execute(DELETE_DAYS, {"days": days, "tz": timezone})
     if rows:
         cols = list(zip(*rows))
         await conn.execute(INSERT, {"buckets": list(cols[0]), "csas": list(cols[1]), "aqis": list(cols[2]),
-                                    "categories": list(cols[3]), "mains": list(cols[4])})
+                                    "categories": list(cols[3]), "mains": list(cols[4]), "noise": list(cols[5])})
     await conn.execute(CLAIM, {"days": days})
 
 
