@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from starlette.concurrency import run_in_threadpool
 
+from services.api.background import BackgroundTask
 from services.api.qol import indicators
 from services.api.qol.aqi import WINDOWS
 from services.api.qol.series import COVERAGE, DeviceSeries
@@ -100,25 +101,16 @@ async def catch_up_once(conn, timezone: str, max_days: int = 7, compute=None) ->
     return len(pending)
 
 
-class QolHistoryKeeper:
+class QolHistoryKeeper(BackgroundTask):
     """Runs the job every ``interval_s`` seconds until nothing is left, in the API's event loop (the maths in
     a worker thread). Failures (the database away) are logged and retried at the next round."""
 
+    name = "citysense-qol-history"
+
     def __init__(self, pool_getter, timezone: str, interval_s: float = 60.0):
         self._pool, self._tz, self.interval_s = pool_getter, timezone, interval_s
-        self._task: asyncio.Task | None = None
+        super().__init__()
         self.failures = 0
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="citysense-qol-history")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def _run(self) -> None:
         while True:

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
+from services.api.background import BackgroundTask
 from services.api.qol import indicators, noise
 from services.api.qol.aqi import WINDOWS
 from services.api.qol.series import COVERAGE, latest_values, recent_hours
@@ -108,27 +109,18 @@ class Snapshot:
         return int(time.monotonic() - self.monotonic)
 
 
-class SummaryKeeper:
+class SummaryKeeper(BackgroundTask):
     """Keeps the present's summary current in the background (one task per API process)."""
+
+    name = "citysense-summary"
 
     def __init__(self, pool_getter, refresh_s: float):
         self._pool = pool_getter
         self.refresh_s = refresh_s
         self.snapshot: Snapshot | None = None
         self._ready = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        super().__init__()
         self.failures = 0
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="citysense-summary")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def refresh(self) -> None:
         now = datetime.now(timezone.utc)
