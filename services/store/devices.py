@@ -70,18 +70,22 @@ async def get(conn, device_id: str) -> dict | None:
     return await (await cur.execute(_SELECT + sql.SQL(" WHERE device_id = %s"), (device_id,))).fetchone()
 
 
-async def update(conn, device_id: str, changes: dict, place: Placed | None) -> dict | None:
+async def update(conn, device_id: str, changes: dict, place: Placed | None, timezone: str) -> dict | None:
     """Apply ``changes`` (fields of EDITABLE) and, with ``place``, move the device: its current placement
-    ends now and a new one starts. None when there is no such device (retired devices included)."""
+    ends now and a new one starts. None when there is no such device (retired devices included). A new
+    reporting interval changes which of its past hours are complete enough to count (the 75 % rule), so
+    every day of its data is marked for the rollup job (the same lock order as a purge's)."""
     async with conn.transaction():
         cur = conn.cursor(row_factory=dict_row)
         # FOR NO KEY UPDATE: does not wait for ingest batches (which hold the row FOR KEY SHARE)
         row = await (await cur.execute(
-            "SELECT device_key, latitude, longitude FROM devices WHERE device_id = %s AND retired_at IS NULL "
-            "FOR NO KEY UPDATE", (device_id,))).fetchone()
+            "SELECT device_key, latitude, longitude, interval_s FROM devices WHERE device_id = %s "
+            "AND retired_at IS NULL FOR NO KEY UPDATE", (device_id,))).fetchone()
         if row is None:
             return None
         assignments = {k: (Jsonb(v) if k == "metadata" else v) for k, v in changes.items() if k in EDITABLE}
+        if assignments.get("interval_s", row["interval_s"]) != row["interval_s"]:
+            await cur.execute(MARK_DEVICE_DAYS, {"key": row["device_key"], "tz": timezone})
         if place is not None and (place.latitude, place.longitude) != (row["latitude"], row["longitude"]):
             assignments.update(latitude=place.latitude, longitude=place.longitude,
                                neighbourhood=place.neighbourhood, csa=place.csa)

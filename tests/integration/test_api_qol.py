@@ -215,6 +215,13 @@ def test_past_summaries_read_the_kept_areas_aqi_and_never_lag_the_data(http, adm
     assert row["aqi"] == fresh["aqi"] != 499 and row["noise_leq_24h"] == 60.0
     _caught_up(dsn, day)
     assert kept(at3) == fresh["aqi"]
+    # A new reporting interval changes which past hours count (three readings no longer cover 75 % of an hour
+    # at 60 s): the device's days are marked again, and the hour is computed, not read from the kept rows.
+    at4 = at - timedelta(hours=3)
+    assert kept(at4) is not None
+    assert http.patch(f"/v1/devices/{device}", headers=admin, json={"interval_s": 60}).status_code == 200
+    assert on_request(at4)["aqi"] is None
+    assert summary(at4)["aqi"] is None
 
 
 def test_present_summary_is_kept_current_in_the_background(http, admin, publisher, dsn, ingestor):

@@ -134,7 +134,7 @@ async def rotate_credentials(device_id: DeviceId, pool: PoolDep, accounts: Accou
               description="A new position starts a new placement: the device's past readings stay in the area "
                           "where they were taken.",
               responses={401: _doc("Missing or wrong admin token"), 404: _doc("No such device (or retired)")})
-async def update_device(device_id: DeviceId, body: DevicePatch, pool: PoolDep, request: Request):
+async def update_device(device_id: DeviceId, body: DevicePatch, pool: PoolDep, settings: SettingsDep, request: Request):
     request.state.audit_device = device_id
     changes = body.model_dump(exclude_unset=True)
     if any(v is None for v in changes.values()):
@@ -146,7 +146,7 @@ async def update_device(device_id: DeviceId, body: DevicePatch, pool: PoolDep, r
             if current is None or current["retired_at"] is not None:
                 raise Problem(404, f"no device {device_id!r} in service")
             where = place(changes.get("latitude", current["latitude"]), changes.get("longitude", current["longitude"]))
-        row = await store.update(conn, device_id, changes, where)
+        row = await store.update(conn, device_id, changes, where, settings.timezone)
     if row is None:
         raise Problem(404, f"no device {device_id!r} in service")
     return row
