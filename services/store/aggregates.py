@@ -21,6 +21,7 @@ from psycopg import sql
 
 from services.store.catalogue import metric_row
 from services.store.readings import Unknown
+from services.store.rollups import in_local_day
 
 GROUPS = {"city": sql.SQL("'city'"), "csa": sql.SQL("h.csa"), "neighbourhood": sql.SQL("h.neighbourhood"),
           "device": sql.SQL("d.device_id")}
@@ -86,40 +87,28 @@ async def aggregate(conn, *, metric: str, size: timedelta, start: datetime, end:
               AND h.day >= (%(start)s::timestamptz AT TIME ZONE %(tz)s)::date
               AND h.day < (%(end)s::timestamptz AT TIME ZONE %(tz)s)::date AND {where}
             GROUP BY 1, 2""").format(grp=sql.SQL("'city'") if group_by == "city" else sql.SQL("h.csa"), where=where)
-    elif source == "csa_hourly_rollups":
-        # the days the rollup job has recomputed from the CSA rows, the days still marked from hourly_placed:
-        # one statement, one snapshot, so every hour is counted once (services/store/rollups.py)
+    elif source in ("csa_hourly_rollups", "city_hourly_rollups"):
+        # the days the rollup job has recomputed from its rows (the CSAs' or the city's), the days still marked
+        # from hourly_placed: one statement, one snapshot, so every hour is counted once (services/store/rollups.py)
+        city_rows = source == "city_hourly_rollups"
         where = sql.SQL("TRUE") if scope[0] == "city" else sql.SQL("csa = %(scope_name)s")
         inner = sql.SQL("""
             SELECT time_bucket(%(bucket)s, h.bucket) AS b, {grp} AS grp, sum(h.count)::bigint AS count,
                    sum(h.sum) AS sum, min(h.min) AS min, max(h.max) AS max, sum(h.energy) AS energy
-            FROM (SELECT bucket, csa, count, sum, min, max, energy FROM readings_hourly_csa
+            FROM (SELECT bucket, {csa} AS csa, count, sum, min, max, energy FROM {table}
                   WHERE metric_key = %(metric_key)s AND bucket >= %(start)s AND bucket < %(end)s AND {where}
                     AND (bucket AT TIME ZONE %(tz)s)::date NOT IN (SELECT day FROM rollup_dirty_days)
                   UNION ALL
                   SELECT p.bucket, p.csa, p.count, p.sum, p.min, p.max, p.energy
-                  FROM rollup_dirty_days dd
-                  JOIN hourly_placed p ON p.bucket >= (dd.day::timestamp AT TIME ZONE %(tz)s)
-                                      AND p.bucket < ((dd.day + 1)::timestamp AT TIME ZONE %(tz)s)
+                  FROM rollup_dirty_days dd JOIN hourly_placed p ON {in_day}
                   WHERE p.metric_key = %(metric_key)s AND p.bucket >= %(start)s AND p.bucket < %(end)s
                     AND {where_p}) h
-            GROUP BY 1, 2""").format(grp=sql.SQL("'city'") if group_by == "city" else sql.SQL("h.csa"), where=where,
-                                     where_p=sql.SQL("TRUE") if scope[0] == "city" else sql.SQL("p.csa = %(scope_name)s"))
-    elif source == "city_hourly_rollups":
-        # as above, with the city's rows
-        inner = sql.SQL("""
-            SELECT time_bucket(%(bucket)s, h.bucket) AS b, 'city' AS grp, sum(h.count)::bigint AS count,
-                   sum(h.sum) AS sum, min(h.min) AS min, max(h.max) AS max, sum(h.energy) AS energy
-            FROM (SELECT bucket, count, sum, min, max, energy FROM readings_hourly_city
-                  WHERE metric_key = %(metric_key)s AND bucket >= %(start)s AND bucket < %(end)s
-                    AND (bucket AT TIME ZONE %(tz)s)::date NOT IN (SELECT day FROM rollup_dirty_days)
-                  UNION ALL
-                  SELECT p.bucket, p.count, p.sum, p.min, p.max, p.energy
-                  FROM rollup_dirty_days dd
-                  JOIN hourly_placed p ON p.bucket >= (dd.day::timestamp AT TIME ZONE %(tz)s)
-                                      AND p.bucket < ((dd.day + 1)::timestamp AT TIME ZONE %(tz)s)
-                  WHERE p.metric_key = %(metric_key)s AND p.bucket >= %(start)s AND p.bucket < %(end)s) h
-            GROUP BY 1, 2""")
+            GROUP BY 1, 2""").format(
+            grp=sql.SQL("'city'") if group_by == "city" else sql.SQL("h.csa"),
+            csa=sql.SQL("NULL::text" if city_rows else "csa"),
+            table=sql.Identifier("readings_hourly_city" if city_rows else "readings_hourly_csa"),
+            where=sql.SQL("TRUE") if city_rows else where, in_day=sql.SQL(in_local_day("p.bucket", "dd.day")),
+            where_p=sql.SQL("TRUE") if scope[0] == "city" else sql.SQL("p.csa = %(scope_name)s"))
     else:
         if source == "hourly_rollups":
             table, t = sql.SQL("hourly_placed h"), sql.SQL("h.bucket")

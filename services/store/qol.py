@@ -22,7 +22,7 @@ _EVER_IN = {"csa": sql.SQL(" AND h.device_key IN (SELECT device_key FROM device_
 
 
 #: An hour is valid when its readings cover ``coverage`` of it at the device's interval (services/api/qol/series.py).
-_VALID_HOUR = "h.count >= greatest(1, ceil(%(coverage)s * 3600 / d.interval_s))"
+VALID_HOUR = "h.count >= greatest(1, ceil(%(coverage)s * 3600 / d.interval_s))"
 
 
 def _scope(level: str) -> sql.Composable:
@@ -73,7 +73,7 @@ async def recent_hours(conn, scope: tuple[str, str | None], windows: dict[str, i
         JOIN devices d ON d.device_key = g.device_key
         JOIN device_placements p ON p.device_key = g.device_key AND g.last >= p.valid_from
                                  AND (p.valid_to IS NULL OR g.last < p.valid_to)""").format(
-        mean=mean, source=source, scope=_scope(scope[0]), valid=sql.SQL(_VALID_HOUR))
+        mean=mean, source=source, scope=_scope(scope[0]), valid=sql.SQL(VALID_HOUR))
     rows = await (await conn.execute(q, {
         "scope_name": scope[1], "keys": keys, "hours": [windows[names[k]] for k in keys], "latest": latest_hour,
         "earliest": latest_hour - timedelta(hours=max(windows.values())), "coverage": coverage})).fetchall()
@@ -88,7 +88,7 @@ async def energy_means_by_csa(conn, metric: str, latest_hour: datetime, hours: i
         SELECT h.csa, avg(h.energy / h.count)
         FROM hourly_placed h JOIN devices d ON d.device_key = h.device_key
         WHERE h.metric_key = %(key)s AND h.bucket > %(earliest)s AND h.bucket <= %(latest)s
-          AND {_VALID_HOUR} AND h.energy IS NOT NULL
+          AND {VALID_HOUR} AND h.energy IS NOT NULL
         GROUP BY h.csa""", {"key": key, "earliest": latest_hour - timedelta(hours=hours), "latest": latest_hour,
                             "coverage": coverage})).fetchall()
     return dict(rows)

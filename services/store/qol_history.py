@@ -4,7 +4,7 @@ summary reads 55 rows instead of every device's hours (migration 011).
 The chain of marks keeps it exact:
 - a write to hourly data marks its local day in rollup_dirty_days (services/store/rollups.py);
 - the rollup job, when it recomputes a day D, marks D and D+1 in qol_dirty_days in the same transaction
-  (an hour's AQI reads up to 24 hours back, so D's data reaches into D+1's hours);
+  (rollups.MARK_QOL_DAYS: an hour's AQI reads up to 24 hours back, so D's data reaches into D+1's hours);
 - this job locks marks of days that have ended (a day still running stays marked; marks another job holds
   are skipped, so several jobs share the work), computes those days' hours with the same maths as a
   request (services/api/qol), swaps them in and deletes the marks, in one transaction. A rollup job
@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+from services.store.qol import VALID_HOUR
+from services.store.rollups import delete_local_days
+
 PENDING = """
 SELECT day FROM qol_dirty_days
 WHERE day < (now() AT TIME ZONE %(tz)s)::date  -- a day still running is computed once it has ended
@@ -29,29 +32,26 @@ FOR UPDATE SKIP LOCKED
 
 #: The valid hourly means (services/api/qol/series.py: ≥ 75 % covered) of each pollutant per device over
 #: (start, end), with the area each hour belongs to, as parallel arrays (hours from ``start``).
-HOURS = """
+HOURS = f"""
 SELECT h.metric_key, d.device_id,
        array_agg((extract(epoch FROM h.bucket - %(start)s::timestamptz) / 3600)::int ORDER BY h.bucket),
        array_agg(h.sum / h.count ORDER BY h.bucket), array_agg(h.csa ORDER BY h.bucket)
 FROM hourly_placed h JOIN devices d ON d.device_key = h.device_key
 WHERE h.metric_key = ANY(%(keys)s::smallint[]) AND h.bucket > %(start)s AND h.bucket < %(end)s
-  AND h.count >= greatest(1, ceil(%(coverage)s * 3600 / d.interval_s)) AND h.sum / h.count IS NOT NULL
+  AND {VALID_HOUR} AND h.sum / h.count IS NOT NULL
 GROUP BY h.metric_key, d.device_id
 """
 
-DELETE_DAYS = """
-DELETE FROM qol_hourly_csa a USING unnest(%(days)s::date[]) AS days(day)
-WHERE a.bucket >= (days.day::timestamp AT TIME ZONE %(tz)s) AND a.bucket < ((days.day + 1)::timestamp AT TIME ZONE %(tz)s)
-"""
+DELETE_DAYS = delete_local_days("qol_hourly_csa")
 
 #: Each CSA's noise at each of the given hours: the mean over its devices' valid hours in the 24 hours
 #: ending there of each hour's energy mean (services/store/qol.py energy_means_by_csa, for many hours).
-NOISE = """
+NOISE = f"""
 WITH per_hour AS (
     SELECT h.csa, h.bucket, sum(h.energy / h.count) AS total, count(*) AS n
     FROM hourly_placed h JOIN devices d ON d.device_key = h.device_key
     WHERE h.metric_key = %(key)s AND h.bucket > %(start)s AND h.bucket < %(end)s
-      AND h.count >= greatest(1, ceil(%(coverage)s * 3600 / d.interval_s)) AND h.energy IS NOT NULL
+      AND {VALID_HOUR} AND h.energy IS NOT NULL
     GROUP BY 1, 2
 )
 SELECT hours.h, p.csa, sum(p.total) / sum(p.n)
@@ -67,13 +67,6 @@ SELECT * FROM unnest(%(buckets)s::timestamptz[], %(csas)s::text[], %(aqis)s::int
 """
 
 CLAIM = "DELETE FROM qol_dirty_days WHERE day = ANY(%(days)s)"
-
-#: The rollup job's part of the chain (services/store/rollups.py), in its swap transaction.
-MARK_FROM_ROLLUPS = """
-INSERT INTO qol_dirty_days AS dd (day)
-SELECT DISTINCT d FROM unnest(%(days)s::date[]) AS days(day), LATERAL (VALUES (day), (day + 1)) AS both_(d) ORDER BY 1
-ON CONFLICT (day) DO UPDATE SET day = dd.day
-"""
 
 #: An hour's rows, or none at all when the hour is still behind (its day or the one before marked).
 READ_HOUR = """
