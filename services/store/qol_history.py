@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+from psycopg.types.json import Jsonb
+
 from services.store.qol import VALID_HOUR
 from services.store.rollups import delete_local_days
 
@@ -61,25 +63,36 @@ GROUP BY 1, 2
 """
 
 INSERT = """
-INSERT INTO qol_hourly_csa (bucket, csa, aqi, category, main_pollutant, noise_energy)
+INSERT INTO qol_hourly_csa (bucket, csa, aqi, category, main_pollutant, pollutants, noise_energy)
 SELECT * FROM unnest(%(buckets)s::timestamptz[], %(csas)s::text[], %(aqis)s::int[], %(categories)s::text[],
-                     %(mains)s::text[], %(noise)s::float8[])
+                     %(mains)s::text[], %(pollutants)s::jsonb[], %(noise)s::float8[])
 """
 
 CLAIM = "DELETE FROM qol_dirty_days WHERE day = ANY(%(days)s)"
 
 #: An hour's rows, or none at all when the hour is still behind (its day or the one before marked).
-READ_HOUR = """
+BEHIND = """
 WITH behind AS (
     SELECT EXISTS (SELECT 1 FROM qol_dirty_days WHERE day = (%(h)s::timestamptz AT TIME ZONE %(tz)s)::date)
         OR EXISTS (SELECT 1 FROM rollup_dirty_days
                    WHERE day BETWEEN (%(h)s::timestamptz AT TIME ZONE %(tz)s)::date - 1
                                  AND (%(h)s::timestamptz AT TIME ZONE %(tz)s)::date) AS b
 )
+"""
+READ_HOUR = BEHIND + """
 SELECT behind.b, a.csa, a.aqi, a.category, a.main_pollutant, a.noise_energy
 FROM behind LEFT JOIN qol_hourly_csa a ON NOT behind.b AND a.bucket = %(h)s
 """
 
+#: One area's kept AQI at an hour. The rows follow the city-wide rule (a device counts, with all its hours, in
+#: the area of its latest one), which is an area's own rule (only the hours spent in the area count) as long as
+#: no device moved in the hours read: the caller computes the hour when one did.
+MOVED = """EXISTS (SELECT 1 FROM device_placements
+        WHERE valid_from > %(h)s::timestamptz - %(lookback)s AND valid_from <= %(h)s::timestamptz + interval '1 hour')"""
+READ_CSA_HOUR = BEHIND + f"""
+SELECT behind.b OR {MOVED}, a.aqi, a.category, a.main_pollutant, a.pollutants
+FROM behind LEFT JOIN qol_hourly_csa a ON NOT behind.b AND a.bucket = %(h)s AND a.csa = %(csa)s
+"""
 
 @dataclass
 class Series:
@@ -97,6 +110,21 @@ async def read_hour(conn, hour: datetime, timezone: str) -> dict[str, tuple] | N
     if rows[0][0]:
         return None
     return {r[1]: tuple(r[2:]) for r in rows if r[1] is not None}
+
+
+async def read_csa_hour(conn, hour: datetime, csa: str, timezone: str, lookback: timedelta) -> tuple | None:
+    """(aqi, category, main pollutant, kept pollutants) of one CSA at the latest complete hour ``hour`` (all
+    None: no valid index), or None when the caller must compute it: the job has not caught up with the hour,
+    or a device moved within ``lookback`` of it."""
+    row = await (await conn.execute(READ_CSA_HOUR, {"h": hour, "tz": timezone, "csa": csa, "lookback": lookback})).fetchone()
+    if row[0] or (row[1] is not None and row[4] is None):  # behind, or a row from before migration 013
+        return None
+    return tuple(row[1:])
+
+
+async def moved(conn, hour: datetime, lookback: timedelta) -> bool:
+    """Whether a device moved within ``lookback`` of the latest complete hour ``hour`` (or in it)."""
+    return (await (await conn.execute(f"SELECT {MOVED}", {"h": hour, "lookback": lookback})).fetchone())[0]
 
 
 async def pending(conn, timezone: str, max_days: int) -> list[date]:
@@ -118,13 +146,14 @@ async def noise(conn, key: int, hours: list[datetime], coverage: float) -> list[
 
 
 async def replace(conn, days: list[date], rows: list[tuple], timezone: str) -> None:
-    """The days' rows swapped for ``rows`` (bucket, csa, aqi, category, main pollutant, noise energy), and
-    their marks deleted."""
+    """The days' rows swapped for ``rows`` (bucket, csa, aqi, category, main pollutant, kept pollutants, noise
+    energy), and their marks deleted."""
     await conn.execute(DELETE_DAYS, {"days": days, "tz": timezone})
     if rows:
         cols = list(zip(*rows))
         await conn.execute(INSERT, {"buckets": list(cols[0]), "csas": list(cols[1]), "aqis": list(cols[2]),
-                                    "categories": list(cols[3]), "mains": list(cols[4]), "noise": list(cols[5])})
+                                    "categories": list(cols[3]), "mains": list(cols[4]),
+                                    "pollutants": [None if p is None else Jsonb(p) for p in cols[5]], "noise": list(cols[6])})
     await conn.execute(CLAIM, {"days": days})
 
 

@@ -165,14 +165,16 @@ def _caught_up(dsn: str, day) -> None:
 
 
 def test_past_summaries_read_the_kept_areas_aqi_and_never_lag_the_data(http, admin, publisher, dsn, ingestor):
-    """A past hour's summary reads each area's AQI and noise from what the background job keeps: the kept
-    values are the ones a request computes, and doctored ones show through. While new data for the hour's day has not been
-    through the rollup and AQI jobs, the hour is computed from the hourly rollups instead: never behind."""
+    """A past hour's summary, and a past hour's AQI of one CSA, read each area's figures from what the background
+    job keeps: the kept answer is the one a request computes, and doctored values show through. While new data
+    for the hour's day has not been through the rollup and AQI jobs, or when a device moved in the hours the
+    answer reads, the hour is computed from the hourly rollups instead: never behind, never another rule."""
     csa = "Greater Roland Park/Poplar Hill"
     device = register(http, admin, "air_quality", csa)
     at = (datetime.now(timezone.utc) - timedelta(days=6)).replace(minute=30, second=0, microsecond=0)
     latest = at.replace(minute=0) - timedelta(hours=1)
-    n = publish_hours(publisher, device, {latest - timedelta(hours=i): {"pm25": 40.0 + i} for i in range(14)})
+    n = publish_hours(publisher, device, {latest - timedelta(hours=i): {"pm25": 40.0 + i, "o3": 45.0 + i, "no2": 20.0}
+                                          for i in range(14)})
     loud = register(http, admin, "noise", csa)
     m = publish_hours(publisher, loud, {latest - timedelta(hours=i): {"noise_laeq": 60.0} for i in range(14)})
     wait_until(lambda: stored(dsn, device) == n and stored(dsn, loud) == m, what="the devices' history")
@@ -182,8 +184,17 @@ def test_past_summaries_read_the_kept_areas_aqi_and_never_lag_the_data(http, adm
     def summary(t: datetime):
         return next(r for r in http.get("/v1/qol/summary", params={"at": t.isoformat()}).json()["items"] if r["csa"] == csa)
 
-    def on_request(t: datetime):
-        return http.get("/v1/qol/aqi", params={"csa": csa, "at": t.isoformat()}).json()
+    def area(t: datetime):
+        r = http.get("/v1/qol/aqi", params={"csa": csa, "at": t.isoformat()})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def computed(t: datetime):
+        # the area's only air-quality device: its own answer is always computed from its hours
+        return http.get("/v1/qol/aqi", params={"device_id": device, "at": t.isoformat()}).json()
+
+    def same(a: dict, b: dict) -> bool:
+        return {k: v for k, v in a.items() if k != "scope"} == {k: v for k, v in b.items() if k != "scope"}
 
     def kept(t: datetime):
         return count(dsn, "SELECT aqi FROM qol_hourly_csa WHERE bucket = %s AND csa = %s",
@@ -194,9 +205,11 @@ def test_past_summaries_read_the_kept_areas_aqi_and_never_lag_the_data(http, adm
             conn.execute("UPDATE qol_hourly_csa SET aqi = 499, category = 'Hazardous', noise_energy = 10 ^ 9.9 "
                          "WHERE bucket = %s AND csa = %s", (t.replace(minute=0) - timedelta(hours=1), csa))
 
-    expected = on_request(at)
+    expected = computed(at)
     assert expected["aqi"] is not None and expected["main_pollutant"] == "pm25"
+    assert {p for p, v in expected["pollutants"].items() if v["aqi"] is not None} == {"pm25", "o3", "no2"}
     assert kept(at) == expected["aqi"]
+    assert same(area(at), expected), (area(at), expected)
     row = summary(at)
     assert (row["aqi"], row["aqi_category"], row["main_pollutant"]) == (expected["aqi"], expected["category"], "pm25")
     assert row["noise_leq_24h"] == 60.0
@@ -205,12 +218,31 @@ def test_past_summaries_read_the_kept_areas_aqi_and_never_lag_the_data(http, adm
     doctor(at2)
     row = summary(at2)
     assert (row["aqi"], row["aqi_category"], row["noise_leq_24h"]) == (499, "Hazardous", 99.0)
+    doctored = area(at2)
+    assert (doctored["aqi"], doctored["category"]) == (499, "Hazardous")
+    assert doctored["pollutants"] == computed(at2)["pollutants"]
+    # A device moved in the hours an area's answer reads: the summary places a device by its latest hour, an
+    # area's own answer counts only its hours there, so that answer is computed (the move is doctored into
+    # the past: a move through the API starts now).
+    moved_at = at2 - timedelta(hours=5)
+    with psycopg.connect(dsn) as conn:
+        key = conn.execute("SELECT device_key FROM devices WHERE device_id = %s", (loud,)).fetchone()[0]
+        conn.execute("UPDATE device_placements SET valid_to = %s WHERE device_key = %s", (moved_at, key))
+        conn.execute("INSERT INTO device_placements (device_key, valid_from, latitude, longitude, neighbourhood, csa) "
+                     "SELECT device_key, %s, latitude, longitude, neighbourhood, csa FROM devices WHERE device_key = %s",
+                     (moved_at, key))
+    assert area(at2)["aqi"] == computed(at2)["aqi"] != 499
+    with psycopg.connect(dsn) as conn:
+        conn.execute("DELETE FROM device_placements WHERE device_key = %s AND valid_from = %s", (key, moved_at))
+        conn.execute("UPDATE device_placements SET valid_to = NULL WHERE device_key = %s", (key,))
+    assert area(at2)["aqi"] == 499
     # A reading arrives for that day: until both jobs have been through it, the hour is computed.
     at3 = at - timedelta(hours=2)
     doctor(at3)
     publisher.readings(device, {"time": (at3 - timedelta(minutes=50)).timestamp(), "readings": {"pm25": 300.0}})
     wait_until(lambda: stored(dsn, device) == n + 1, what="the late reading")
-    fresh = on_request(at3)
+    fresh = computed(at3)
+    assert same(area(at3), fresh) and fresh["aqi"] != 499
     row = summary(at3)
     assert row["aqi"] == fresh["aqi"] != 499 and row["noise_leq_24h"] == 60.0
     _caught_up(dsn, day)
@@ -220,7 +252,7 @@ def test_past_summaries_read_the_kept_areas_aqi_and_never_lag_the_data(http, adm
     at4 = at - timedelta(hours=3)
     assert kept(at4) is not None
     assert http.patch(f"/v1/devices/{device}", headers=admin, json={"interval_s": 60}).status_code == 200
-    assert on_request(at4)["aqi"] is None
+    assert area(at4)["aqi"] is None
     assert summary(at4)["aqi"] is None
 
 
@@ -243,6 +275,47 @@ def test_present_summary_is_kept_current_in_the_background(http, admin, publishe
     assert row()["heat_index_f"] == pytest.approx(heat.heat_index_f(95.0, 60.0), abs=0.6)
     geo = http.get("/v1/qol/summary", params={"format": "geojson"}).json()
     assert geo["type"] == "FeatureCollection" and "computed_at" in geo and len(geo["features"]) == 55
+
+
+def test_present_aqi_of_an_area_is_the_summary_keepers_computation(http, admin, publisher, dsn, ingestor):
+    """A CSA's present AQI is served from the summary keeper's computation, with its age: the answer a request
+    computes. When a device moved in the hours it reads, the area's own rule differs and it is computed."""
+    csa = "Harford/Echodale"
+    device = register(http, admin, "air_quality", csa)
+    latest = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    n = publish_hours(publisher, device, {latest - timedelta(hours=i): {"pm25": 30.0 + i, "no2": 25.0} for i in range(12)})
+    wait_until(lambda: stored(dsn, device) == n, what="the device's history")
+
+    def answers():
+        area = http.get("/v1/qol/aqi", params={"csa": csa})
+        own = http.get("/v1/qol/aqi", params={"device_id": device}).json()
+        return area, own
+
+    def agree() -> bool:
+        area, own = answers()
+        body = area.json()
+        return ("age" in area.headers and body["aqi"] is not None
+                and {k: v for k, v in body.items() if k not in ("scope", "at")} == {k: v for k, v in own.items() if k not in ("scope", "at")})
+    wait_until(agree, 15, interval=0.5, what="the keeper's answer for the area")
+    area, own = answers()
+    assert area.json()["scope"] == {"level": "csa", "name": csa} and int(area.headers["age"]) <= 2
+    assert area.json()["devices"] == [device] and area.json()["pollutants"]["pm25"]["device_id"] == device
+    # a device moved an hour ago (doctored: a move through the API starts now): computed on request, no age
+    moved_at = latest
+    with psycopg.connect(dsn) as conn:
+        key = conn.execute("SELECT device_key FROM devices WHERE device_id = %s", (device,)).fetchone()[0]
+        conn.execute("UPDATE device_placements SET valid_to = %s WHERE device_key = %s", (moved_at, key))
+        conn.execute("INSERT INTO device_placements (device_key, valid_from, latitude, longitude, neighbourhood, csa) "
+                     "SELECT device_key, %s, latitude, longitude, neighbourhood, csa FROM devices WHERE device_key = %s",
+                     (moved_at, key))
+    try:
+        wait_until(lambda: "age" not in answers()[0].headers, 15, interval=0.5, what="the area computed on request")
+        area, own = answers()
+        assert area.json()["aqi"] == own["aqi"] is not None
+    finally:
+        with psycopg.connect(dsn) as conn:
+            conn.execute("DELETE FROM device_placements WHERE device_key = %s AND valid_from = %s", (key, moved_at))
+            conn.execute("UPDATE device_placements SET valid_to = NULL WHERE device_key = %s", (key,))
 
 
 def test_freshness(http, admin, publisher, dsn, ingestor):

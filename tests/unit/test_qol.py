@@ -114,6 +114,34 @@ def test_no_data_means_no_index():
 
 # --- heat index (NWS chart) --------------------------------------------------------------------------
 
+
+def test_an_areas_kept_aqi_rebuilds_the_same_answer():
+    """What the background job keeps of an area's answer (services/api/qol/history.py) rebuilds exactly the
+    answer computed from the devices' hours, through JSON as the database stores it: random areas of up to
+    four devices with gaps, high values (beyond the AQI, SO2's 24-hour rule) and no data at all."""
+    import json
+    import random
+
+    from services.api.qol import indicators
+    from services.api.qol.series import DeviceSeries
+
+    rnd = random.Random(5)
+    top = {"pm25": 400, "pm10": 700, "o3": 250, "co": 60, "no2": 2500, "so2": 1100}
+    seen_null = seen_beyond = 0
+    for _ in range(3000):
+        hours = {}
+        for p, window in aqi.WINDOWS.items():
+            for d in range(rnd.randint(0, 4) if rnd.random() < 0.8 else 0):
+                values = [None if rnd.random() < 0.2 else rnd.uniform(0, top[p]) * rnd.random() ** 2 for _ in range(window)]
+                hours.setdefault(p, {})[f"dev-{d}"] = DeviceSeries(f"dev-{d}", "X", "", values)
+        answer = indicators.area_aqi(hours)
+        stored = json.loads(json.dumps(indicators.kept_pollutants(answer)))
+        assert indicators.kept_area_aqi(answer["aqi"], answer["category"], answer["main_pollutant"], stored) == answer
+        seen_null += answer["aqi"] is None
+        seen_beyond += any((v["aqi"] or 0) >= 500 for v in answer["pollutants"].values())
+    assert seen_null and seen_beyond
+
+
 @pytest.mark.parametrize("t_f, rh, chart", [
     (80, 40, 80), (80, 80, 84), (84, 60, 88), (86, 90, 105), (88, 50, 91), (90, 50, 95), (90, 70, 106),
     (92, 40, 94), (96, 45, 104), (100, 40, 109), (104, 40, 119), (110, 40, 136),

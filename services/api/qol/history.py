@@ -28,7 +28,7 @@ LOOKBACK = timedelta(hours=max(WINDOWS.values()))
 
 
 def area_indices(series: list[store.Series], hours: list[datetime], start: datetime) -> list[tuple]:
-    """Rows (hour, csa, aqi, category, main pollutant) for every hour in ``hours`` (UTC bucket starts), from
+    """Rows (hour, csa, aqi, category, main pollutant, kept pollutants) for every hour in ``hours`` (UTC bucket starts), from
     series indexed in hours from ``start`` (at least the longest window before the first hour): at each
     hour, each device's values over its pollutant's window (most recent first), in the area of its latest
     valid hour there, exactly what a request at that hour reads (services/store/qol.py recent_hours), then
@@ -61,7 +61,7 @@ def area_indices(series: list[store.Series], hours: list[datetime], start: datet
         for csa, pollutants in by_csa.items():
             a = indicators.area_aqi(pollutants)
             if a["aqi"] is not None:
-                rows.append((hour, csa, a["aqi"], a["category"], a["main_pollutant"]))
+                rows.append((hour, csa, a["aqi"], a["category"], a["main_pollutant"], indicators.kept_pollutants(a)))
     return rows
 
 
@@ -96,7 +96,7 @@ async def catch_up_once(conn, timezone: str, max_days: int = 7, compute=None) ->
             for hour, csa, *aqi in await compute(series, hours, start):
                 figures[hour, csa] = [*aqi, None]
             for hour, csa, energy in await store.noise(conn, catalogue["noise_laeq"][0], hours, COVERAGE):
-                figures.setdefault((hour, csa), [None, None, None, None])[3] = energy
+                figures.setdefault((hour, csa), [None, None, None, None, None])[4] = energy
         await store.replace(conn, pending, [(*k, *v) for k, v in figures.items()], timezone)
     return len(pending)
 

@@ -13,31 +13,55 @@ from services.api.qol.series import DeviceHours, DeviceSeries, Latest
 def area_aqi(hours: dict[str, dict[str, DeviceSeries]]) -> dict:
     """hours: {pollutant: {device_id: DeviceSeries}}, each series ending with the latest complete hour and
     as long as aqi.WINDOWS says."""
-    pollutants: dict[str, dict] = {}
+    best_of: dict[str, tuple] = {}
     results = []
-    used: set[str] = set()
     for p in aqi.AQI_POLLUTANTS:
         best = None
         for dh in hours.get(p, {}).values():
             r = aqi.pollutant_aqi(p, dh.values)
             if r.aqi is not None and (best is None or r.aqi > best[0].aqi):
                 best = (r, dh.device_id)
-        if best is None:
-            r = aqi.pollutant_aqi(p, [])
-            pollutants[p] = {"concentration": None, "unit": r.unit, "aqi": None, "averaging": r.averaging, "device_id": None}
-            continue
-        r, device_id = best
-        used.add(device_id)
-        results.append(r)
-        pollutants[p] = {"concentration": r.concentration, "unit": r.unit, "aqi": min(r.aqi, 500),
-                         "averaging": r.averaging, "device_id": device_id}
+        if best is not None:
+            r, device_id = best
+            results.append(r)
+            best_of[p] = (r.concentration, min(r.aqi, 500), r.averaging, device_id)
     o = aqi.overall(results)
+    return _area_answer(o.aqi, o.category, o.main_pollutant, best_of)
+
+
+def kept_pollutants(answer: dict) -> dict[str, list]:
+    """What the background job keeps of an area's answer besides its index, category and main pollutant:
+    {pollutant: [concentration, aqi, averaging, device_id]} for the pollutants with a valid index."""
+    return {p: [v["concentration"], v["aqi"], v["averaging"], v["device_id"]]
+            for p, v in answer["pollutants"].items() if v["aqi"] is not None}
+
+
+def kept_area_aqi(index: int | None, category: str | None, main: str | None, kept: dict[str, list] | None) -> dict:
+    """An area's answer rebuilt from what the background job kept (:func:`kept_pollutants`): the same
+    dict :func:`area_aqi` gives."""
+    return _area_answer(index, category, main, {p: tuple(v) for p, v in (kept or {}).items()})
+
+
+def _area_answer(index: int | None, category: str | None, main: str | None, best_of: dict[str, tuple]) -> dict:
+    pollutants: dict[str, dict] = {}
+    for p in aqi.AQI_POLLUTANTS:
+        unit, averaging = _NO_DATA[p]
+        if p in best_of:
+            concentration, value, averaging, device_id = best_of[p]
+            pollutants[p] = {"concentration": concentration, "unit": unit, "aqi": value, "averaging": averaging,
+                             "device_id": device_id}
+        else:
+            pollutants[p] = {"concentration": None, "unit": unit, "aqi": None, "averaging": averaging, "device_id": None}
     note = None
-    if o.aqi is None:
+    if index is None:
         note = ("not enough data for a valid AQI: no pollutant has the hours EPA requires "
                 "(NowCast: 2 of the 3 latest hours; 8-hour averages: 6 of 8; hours ≥ 75 % covered)")
-    return {"aqi": o.aqi, "category": o.category, "colour": aqi.COLOURS.get(o.category or ""),
-            "main_pollutant": o.main_pollutant, "pollutants": pollutants, "devices": sorted(used), "note": note}
+    return {"aqi": index, "category": category, "colour": aqi.COLOURS.get(category or ""), "main_pollutant": main,
+            "pollutants": pollutants, "devices": sorted({b[3] for b in best_of.values()}), "note": note}
+
+
+#: Each pollutant's unit and averaging when it has no valid index.
+_NO_DATA = {p: (r.unit, r.averaging) for p in aqi.AQI_POLLUTANTS for r in [aqi.pollutant_aqi(p, [])]}
 
 
 def area_heat_index(latest: dict[str, Latest]) -> dict:

@@ -24,6 +24,9 @@ from starlette.concurrency import run_in_threadpool
 from services.api.background import BackgroundTask
 from services.api.qol import indicators, noise
 from services.api.qol.aqi import WINDOWS
+from services.api.qol.history import LOOKBACK
+from services.api.responses import dump
+from services.api.schemas import AQIPublic
 from services.api.qol.series import COVERAGE, latest_values, recent_hours
 from services.api.scope import Scope, floor_hour
 from services.core.areas import baltimore
@@ -33,10 +36,11 @@ from services.store import qol as store
 log = logging.getLogger("citysense.api.summary")
 
 
-async def summary_rows(pool, at: datetime, timezone_name: str | None = None) -> list[dict]:
-    """The rows of the summary at ``at``. With ``timezone_name`` (a past hour), the areas' AQI and noise are
+async def summary_rows(pool, at: datetime, timezone_name: str | None = None) -> tuple[list[dict], dict[str, dict]]:
+    """The rows of the summary at ``at``, and each CSA's whole AQI answer when it was computed (as
+    indicators.area_aqi gives it). With ``timezone_name`` (a past hour), the areas' AQI and noise are
     read from what the background job keeps (services/api/qol/history.py) when it has caught up with that
-    hour, and computed from every device's hours otherwise."""
+    hour (no AQI answers then), and computed from every device's hours otherwise."""
     city = Scope("city", None)
     latest_hour = floor_hour(at) - timedelta(hours=1)
     async with pool.connection() as conn:
@@ -59,13 +63,13 @@ def _by_csa(by_device: dict) -> dict[str, dict]:
     return out
 
 
-def _summary(aq, nz, wx, coverage, kept: dict[str, tuple] | None = None) -> list[dict]:
-    rows = []
+def _summary(aq, nz, wx, coverage, kept: dict[str, tuple] | None = None) -> tuple[list[dict], dict[str, dict]]:
+    rows, answers = [], {}
     aq_csa = {p: _by_csa(v) for p, v in aq.items()}
     wx_csa = _by_csa(wx)
     for name, area in sorted(baltimore().csas.items()):
         if kept is None:
-            a = indicators.area_aqi({p: v.get(name, {}) for p, v in aq_csa.items()})
+            a = answers[name] = indicators.area_aqi({p: v.get(name, {}) for p, v in aq_csa.items()})
         else:
             aqi, category, main, _ = kept.get(name, (None, None, None, None))
             a = {"aqi": aqi, "category": category, "main_pollutant": main}
@@ -79,7 +83,7 @@ def _summary(aq, nz, wx, coverage, kept: dict[str, tuple] | None = None) -> list
             "noise_leq_24h": round(noise.level(energy), 1) if energy else None,
             "devices": n, "devices_reporting": fresh, "coverage": round(fresh / n, 3) if n else None,
         })
-    return rows
+    return rows, answers
 
 
 FORMATS = ("json", "geojson")
@@ -104,6 +108,9 @@ class Snapshot:
     computed_at: datetime
     monotonic: float
     bodies: dict[str, bytes]
+    #: /v1/qol/aqi's answer for each CSA at computed_at (encoded), unless a device moved in the hours it read
+    #: (the summary places a device by its latest hour, an area's own answer counts only its hours there)
+    aqi: dict[str, bytes] | None = None
 
     def age_s(self) -> int:
         return int(time.monotonic() - self.monotonic)
@@ -124,10 +131,27 @@ class SummaryKeeper(BackgroundTask):
 
     async def refresh(self) -> None:
         now = datetime.now(timezone.utc)
-        rows = await summary_rows(self._pool(), now)
-        bodies = await run_in_threadpool(lambda: {f: document(f, rows, now, now, self.refresh_s) for f in FORMATS})
-        self.snapshot = Snapshot(now, time.monotonic(), bodies)
+        rows, answers = await summary_rows(self._pool(), now)
+        async with self._pool().connection() as conn:
+            moved = await qol_history.moved(conn, floor_hour(now) - timedelta(hours=1), LOOKBACK)
+
+        def encode():
+            bodies = {f: document(f, rows, now, now, self.refresh_s) for f in FORMATS}
+            aqi = None if moved else {
+                csa: dump(AQIPublic, {"scope": Scope("csa", csa).public(), "at": now, **a}) for csa, a in answers.items()}
+            return bodies, aqi
+        bodies, aqi = await run_in_threadpool(encode)
+        self.snapshot = Snapshot(now, time.monotonic(), bodies, aqi)
         self._ready.set()
+
+    def present_aqi(self, csa: str) -> tuple[bytes, int] | None:
+        """(the encoded answer, its age in seconds) of a CSA's present AQI, when the last computation was of
+        the present's latest complete hour; None otherwise (the caller computes it)."""
+        snap = self.snapshot
+        if snap is None or snap.aqi is None or floor_hour(snap.computed_at) != floor_hour(datetime.now(timezone.utc)):
+            return None
+        body = snap.aqi.get(csa)
+        return None if body is None else (body, snap.age_s())
 
     async def _run(self) -> None:
         while True:

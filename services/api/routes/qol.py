@@ -15,10 +15,12 @@ from services.api.problems import Problem
 from services.api.qol import indicators
 from services.api.qol.summary import document, summary_rows
 from services.api.qol.aqi import WINDOWS
+from services.api.qol.history import LOOKBACK
 from services.api.qol.series import hourly_means, latest_values, recent_hours
 from services.api.schemas import AQIPublic, HeatIndexPublic, NoisePublic
 from services.api.scope import CsaParam, NeighbourhoodParam, Scope, floor_hour, moment, resolve
 from services.core.catalogue import DEVICE_ID_PATTERN
+from services.store import qol_history
 
 router = APIRouter(tags=["quality of life"])
 
@@ -38,8 +40,14 @@ def _past(at: datetime | None) -> bool:
     return at is not None and at < datetime.now(timezone.utc) - timedelta(hours=2)
 
 
-async def compute_aqi(conn, scope: Scope, at: datetime) -> dict:
+async def compute_aqi(conn, scope: Scope, at: datetime, timezone_name: str | None = None) -> dict:
+    """The AQI of ``scope`` at ``at``. With ``timezone_name`` (a past ``at``), a CSA's is read from what the
+    background job keeps (services/api/qol/history.py) when that is exact for the hour."""
     latest_hour = floor_hour(at) - timedelta(hours=1)
+    if timezone_name is not None and scope.level == "csa":
+        kept = await qol_history.read_csa_hour(conn, latest_hour, scope.name, timezone_name, LOOKBACK)
+        if kept is not None:
+            return {"scope": scope.public(), "at": at, **indicators.kept_area_aqi(*kept)}
     hours = await recent_hours(conn, scope, WINDOWS, latest_hour)
     return {"scope": scope.public(), "at": at, **indicators.area_aqi(hours)}
 
@@ -56,12 +64,19 @@ async def qol_aqi(request: Request, pool: PoolDep, csa: CsaParam = None, neighbo
     and PM10 by NowCast over hourly means, O3 8-hour (1-hour where more precautionary), CO 8-hour, NO2 and
     SO2 1-hour. An area reports its highest device per pollutant; without enough data `aqi` is null."""
     scope = resolve(csa, neighbourhood, device_id)
+    if at is None and scope.level == "csa":
+        # The present's, as the summary keeper computed it for every CSA (at most refresh_s old: `Age`)
+        kept = request.app.state.summary.present_aqi(scope.name)
+        if kept is not None:
+            body, age = kept
+            return Response(body, media_type="application/json", headers={"Age": str(age)})
     t = when(at)
     key = ("aqi", scope, floor_hour(t))
+    tz = request.app.state.settings.timezone if at is not None else None
 
     async def compute():
         async with pool.connection() as conn:
-            return await compute_aqi(conn, scope, t)
+            return await compute_aqi(conn, scope, t, tz)
     return await cached_json(request, key, _past(at), AQIPublic, compute)
 
 
@@ -119,7 +134,7 @@ async def qol_summary(request: Request, pool: PoolDep, at: At = None,
     t = when(at)
 
     async def compute() -> bytes:
-        rows = await summary_rows(pool, t, request.app.state.settings.timezone)
+        rows, _ = await summary_rows(pool, t, request.app.state.settings.timezone)
         return await run_in_threadpool(document, format, rows, t)
     body = await request.app.state.cache.get(("summary", format, t), _past(at), compute)
     return Response(body, media_type=media_type)
