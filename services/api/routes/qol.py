@@ -62,7 +62,9 @@ async def qol_aqi(request: Request, pool: PoolDep, csa: CsaParam = None, neighbo
                   device_id: Device = None, at: At = None):
     """The AQI (EPA breakpoints in force since May 2024) for the latest complete hour before `at`: PM2.5
     and PM10 by NowCast over hourly means, O3 8-hour (1-hour where more precautionary), CO 8-hour, NO2 and
-    SO2 1-hour. An area reports its highest device per pollutant; without enough data `aqi` is null."""
+    SO2 1-hour. An area reports its highest device per pollutant; without enough data `aqi` is null. A CSA's
+    present AQI is computed in the background with the city-wide summary (every `refresh_s` seconds): its `at`
+    is when, and the `Age` header says how long ago."""
     scope = resolve(csa, neighbourhood, device_id)
     if at is None and scope.level == "csa":
         # The present's, as the summary keeper computed it for every CSA (at most refresh_s old: `Age`)
