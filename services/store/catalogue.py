@@ -41,6 +41,18 @@ async def metric_rows(conn, wanted: tuple[str, ...] = ()) -> dict[str, tuple]:
     return rows
 
 
+async def metric_names(conn, keys: set[int]) -> dict[int, tuple[str, str]]:
+    """{metric_key: (metric, unit)} for ``keys``, from the catalogue's copy (refreshed at once for a key it
+    does not hold)."""
+    rows = await metric_rows(conn)
+    by_key = {v[0]: (m, v[1]) for m, v in rows.items()}
+    if not keys <= by_key.keys():
+        global _METRICS
+        _METRICS = (0.0, {})
+        by_key = {v[0]: (m, v[1]) for m, v in (await metric_rows(conn)).items()}
+    return by_key
+
+
 async def metric_row(conn, metric: str) -> tuple | None:
     """(metric_key, unit, aggregation) of a catalogue metric, or None."""
     return (await metric_rows(conn, (metric,))).get(metric)

@@ -8,7 +8,8 @@ from datetime import datetime
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
+
+from services.store.catalogue import metric_names
 
 RESOLVE = """
 SELECT (SELECT device_key FROM devices WHERE device_id = %(device_id)s),
@@ -25,7 +26,9 @@ async def page(conn, *, start: datetime, end: datetime, limit: int, device_id: s
     """Up to ``limit`` readings in [start, end) after the ``after`` key; each row carries its key
     (device_key, metric_key) for the next cursor. Raises Unknown for an unknown device or metric.
     One round trip: the ids are resolved inside the query, and again apart only when it finds nothing
-    (to tell an unknown id from an empty range)."""
+    (to tell an unknown id from an empty range). Metric names and units come from the catalogue's copy
+    (services/store/catalogue.py), and a device's page names the device asked for: the query joins
+    nothing it does not need, which took a third of its time in the planner."""
     where = [sql.SQL("r.time >= %(start)s"), sql.SQL("r.time < %(end)s")]
     params: dict = {"start": start, "end": end, "limit": limit, "device_id": device_id, "metric": metric}
     if device_id is not None:
@@ -35,21 +38,24 @@ async def page(conn, *, start: datetime, end: datetime, limit: int, device_id: s
     if after is not None:
         where.append(sql.SQL("(r.time, r.device_key, r.metric_key) > (%(t)s, %(dk)s, %(mk)s)"))
         params.update(t=after[0], dk=after[1], mk=after[2])
+    name = sql.SQL("%(device_id)s::text" if device_id is not None else "d.device_id")
+    source = sql.SQL("readings r" if device_id is not None else "readings r JOIN devices d USING (device_key)")
     q = sql.SQL("""
-        SELECT r.time, d.device_id, m.metric, r.value, m.unit, (r.flags & 1) = 1 AS time_assumed,
-               r.device_key, r.metric_key
-        FROM readings r JOIN devices d USING (device_key) JOIN metrics m USING (metric_key)
-        WHERE {}
+        SELECT r.time, {name}, r.metric_key, r.value, (r.flags & 1) = 1, r.device_key
+        FROM {source}
+        WHERE {where}
         ORDER BY r.time, r.device_key, r.metric_key
-        LIMIT %(limit)s""").format(sql.SQL(" AND ").join(where))
-    rows = await (await conn.cursor(row_factory=dict_row).execute(q, params)).fetchall()
+        LIMIT %(limit)s""").format(name=name, source=source, where=sql.SQL(" AND ").join(where))
+    rows = await (await conn.execute(q, params)).fetchall()
     if not rows and (device_id is not None or metric is not None):
         device_key, metric_key = await (await conn.execute(RESOLVE, params)).fetchone()
         if device_id is not None and device_key is None:
             raise Unknown("device")
         if metric is not None and metric_key is None:
             raise Unknown("metric")
-    return rows
+    names = await metric_names(conn, {r[2] for r in rows})
+    return [{"time": t, "device_id": d, "metric": names[mk][0], "value": v, "unit": names[mk][1], "time_assumed": a,
+             "device_key": dk, "metric_key": mk} for t, d, mk, v, a, dk in rows]
 
 
 def any_stored(dsn: str) -> bool:

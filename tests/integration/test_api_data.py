@@ -44,6 +44,30 @@ def agg(http, **params):
     return r.json()
 
 
+def test_raw_reading_pages(http, canton):
+    """A device's readings and a metric's (every device's) page through in time order, each reading once,
+    with its device, metric and unit."""
+    def pages(**params):
+        items, cursor = [], None
+        while True:
+            r = http.get("/v1/readings", params={"start": HOUR.isoformat(), "end": (HOUR + timedelta(hours=2)).isoformat(),
+                                                 "limit": 5, **params, **({"cursor": cursor} if cursor else {})})
+            assert r.status_code == 200, r.text
+            items += r.json()["items"]
+            cursor = r.json()["next_cursor"]
+            if cursor is None:
+                return items
+    traffic = pages(device_id=canton["traffic"])
+    assert [r["value"] for r in traffic] == [10.0 * (i + 1) for i in range(12)]
+    assert {(r["device_id"], r["metric"], r["unit"], r["time_assumed"]) for r in traffic} == {
+        (canton["traffic"], "traffic_count", "vehicles", False)}
+    assert [r["time"] for r in traffic] == sorted(r["time"] for r in traffic)
+    noisy = [r for r in pages(metric="noise_laeq") if r["device_id"] == canton["noise"]]
+    assert [r["value"] for r in noisy] == [50.0 + 2 * i for i in range(12)]
+    assert {(r["metric"], r["unit"]) for r in noisy} == {("noise_laeq", "dB(A)")}
+    assert pages(device_id=canton["noise"], metric="traffic_count") == []
+
+
 def test_hourly_traffic_sums_from_rollups(http, canton):
     r = agg(http, metric="traffic_count", bucket="1h", device_id=canton["traffic"])
     assert r["source"] == "hourly_rollups" and r["unit"] == "vehicles"
