@@ -94,6 +94,19 @@ def test_rollups_and_raw_agree_for_whole_hours(http, canton):
     assert sum(i["sum"] for i in mine(hourly)) == sum(i["sum"] for i in mine(quarter)) == 780
 
 
+def test_city_wide_buckets_agree_with_the_areas_and_the_kinds(http, canton):
+    """The city as a whole is read without the placement and device joins (raw and hourly paths): the
+    same totals as every CSA's rows, and as the city's rows of one device kind (which joins the devices)."""
+    total = lambda r: sum(i["sum"] for i in r["items"])  # noqa: E731
+    for bucket in ("15m", "3h"):
+        city = agg(http, metric="traffic_count", bucket=bucket)
+        by_csa = agg(http, metric="traffic_count", bucket=bucket, group_by="csa", limit=1000)
+        typed = agg(http, metric="traffic_count", bucket=bucket, kind="traffic")
+        assert typed["source"] in ("raw", "hourly_rollups")
+        assert total(city) == total(by_csa) == total(typed) >= 780, bucket
+    assert agg(http, metric="traffic_count", bucket="15m", kind="weather")["items"] == []
+
+
 def test_daily_rollups_by_csa_agree_with_the_hourly_path(http, canton):
     hourly = agg(http, metric="traffic_count", bucket="1h", group_by="csa", csa="Canton")
     total = sum(i["sum"] for i in hourly["items"])
