@@ -12,6 +12,7 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import psycopg
 from psycopg import sql
@@ -145,19 +146,25 @@ async def count_in_scope(conn, *, kind=None, csa=None, neighbourhood=None) -> in
 async def page(conn, *, kind=None, csa=None, neighbourhood=None, status=None, include_retired=False,
                after: str | None = None, limit: int = 100) -> list[dict]:
     """Devices by id, ``limit`` of them after ``after``; retired ones only when asked."""
-    where, params = [], {"limit": limit}
-    for column, value in (("kind", kind), ("csa", csa), ("neighbourhood", neighbourhood), ("status", status)):
-        if value is not None:
-            where.append(sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder(column)))
-            params[column] = value
+    filters = {"kind": kind, "csa": csa, "neighbourhood": neighbourhood, "status": status}
+    given = tuple(k for k, v in filters.items() if v is not None)
+    q = _page_query(given, include_retired, after is not None)
+    params = {"limit": limit, "after": after, **{k: filters[k] for k in given}}
+    return await (await conn.cursor(row_factory=dict_row).execute(q, params)).fetchall()
+
+
+@cache
+def _page_query(given: tuple[str, ...], include_retired: bool, keyset: bool) -> str:
+    """The page's statement for a combination of filters, composed once (composing it was a tenth of a
+    device list's time in the API)."""
+    where = [sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder(column)) for column in given]
     if not include_retired:
         where.append(sql.SQL("retired_at IS NULL"))
-    if after is not None:
+    if keyset:
         where.append(sql.SQL("device_id > %(after)s"))
-        params["after"] = after
     q = _SELECT + (sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL("")) + \
         sql.SQL(" ORDER BY device_id LIMIT %(limit)s")
-    return await (await conn.cursor(row_factory=dict_row).execute(q, params)).fetchall()
+    return q.as_string()
 
 
 # -- writes, sync (the simulator, tests) -------------------------------------------------------------------
