@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -146,6 +147,24 @@ def test_summary_has_every_csa_and_geojson(http, air):
     assert fc["features"][0]["geometry"]["type"] in ("Polygon", "MultiPolygon")
 
 
+@contextmanager
+def moved(dsn, device_id: str, at: datetime):
+    """The device moved (to the same place) at ``at``, for the block: a move through the API starts now, so a
+    move in the past is written into its placements, and taken out again afterwards."""
+    with psycopg.connect(dsn) as conn:
+        key = conn.execute("SELECT device_key FROM devices WHERE device_id = %s", (device_id,)).fetchone()[0]
+        conn.execute("UPDATE device_placements SET valid_to = %s WHERE device_key = %s", (at, key))
+        conn.execute("INSERT INTO device_placements (device_key, valid_from, latitude, longitude, neighbourhood, csa) "
+                     "SELECT device_key, %s, latitude, longitude, neighbourhood, csa FROM devices WHERE device_key = %s",
+                     (at, key))
+    try:
+        yield
+    finally:
+        with psycopg.connect(dsn) as conn:
+            conn.execute("DELETE FROM device_placements WHERE device_key = %s AND valid_from = %s", (key, at))
+            conn.execute("UPDATE device_placements SET valid_to = NULL WHERE device_key = %s", (key,))
+
+
 def _caught_up(dsn: str, day) -> None:
     """What the ingestor's rollup job and the API's background job do, until neither has anything left for
     the local day ``day`` (the ingestor's own rollup job may hold the work for a moment)."""
@@ -224,17 +243,8 @@ def test_past_summaries_read_the_kept_areas_aqi_and_never_lag_the_data(http, adm
     # A device moved in the hours an area's answer reads: the summary places a device by its latest hour, an
     # area's own answer counts only its hours there, so that answer is computed (the move is doctored into
     # the past: a move through the API starts now).
-    moved_at = at2 - timedelta(hours=5)
-    with psycopg.connect(dsn) as conn:
-        key = conn.execute("SELECT device_key FROM devices WHERE device_id = %s", (loud,)).fetchone()[0]
-        conn.execute("UPDATE device_placements SET valid_to = %s WHERE device_key = %s", (moved_at, key))
-        conn.execute("INSERT INTO device_placements (device_key, valid_from, latitude, longitude, neighbourhood, csa) "
-                     "SELECT device_key, %s, latitude, longitude, neighbourhood, csa FROM devices WHERE device_key = %s",
-                     (moved_at, key))
-    assert area(at2)["aqi"] == computed(at2)["aqi"] != 499
-    with psycopg.connect(dsn) as conn:
-        conn.execute("DELETE FROM device_placements WHERE device_key = %s AND valid_from = %s", (key, moved_at))
-        conn.execute("UPDATE device_placements SET valid_to = NULL WHERE device_key = %s", (key,))
+    with moved(dsn, loud, at2 - timedelta(hours=5)):
+        assert area(at2)["aqi"] == computed(at2)["aqi"] != 499
     assert area(at2)["aqi"] == 499
     # A reading arrives for that day: until both jobs have been through it, the hour is computed.
     at3 = at - timedelta(hours=2)
@@ -301,21 +311,10 @@ def test_present_aqi_of_an_area_is_the_summary_keepers_computation(http, admin, 
     assert area.json()["scope"] == {"level": "csa", "name": csa} and int(area.headers["age"]) <= 2
     assert area.json()["devices"] == [device] and area.json()["pollutants"]["pm25"]["device_id"] == device
     # a device moved an hour ago (doctored: a move through the API starts now): computed on request, no age
-    moved_at = latest
-    with psycopg.connect(dsn) as conn:
-        key = conn.execute("SELECT device_key FROM devices WHERE device_id = %s", (device,)).fetchone()[0]
-        conn.execute("UPDATE device_placements SET valid_to = %s WHERE device_key = %s", (moved_at, key))
-        conn.execute("INSERT INTO device_placements (device_key, valid_from, latitude, longitude, neighbourhood, csa) "
-                     "SELECT device_key, %s, latitude, longitude, neighbourhood, csa FROM devices WHERE device_key = %s",
-                     (moved_at, key))
-    try:
+    with moved(dsn, device, latest):
         wait_until(lambda: "age" not in answers()[0].headers, 15, interval=0.5, what="the area computed on request")
         area, own = answers()
         assert area.json()["aqi"] == own["aqi"] is not None
-    finally:
-        with psycopg.connect(dsn) as conn:
-            conn.execute("DELETE FROM device_placements WHERE device_key = %s AND valid_from = %s", (key, moved_at))
-            conn.execute("UPDATE device_placements SET valid_to = NULL WHERE device_key = %s", (key,))
 
 
 def test_freshness(http, admin, publisher, dsn, ingestor):
