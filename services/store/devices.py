@@ -155,8 +155,8 @@ async def page(conn, *, kind=None, csa=None, neighbourhood=None, status=None, in
 
 @cache
 def _page_query(given: tuple[str, ...], include_retired: bool, keyset: bool) -> str:
-    """The page's statement for a combination of filters, composed once (composing it was a tenth of a
-    device list's time in the API)."""
+    """The page's statement for a combination of filters, composed once (composing it every time was a tenth
+    of this function's time in a single-connection loop, about 0.1 ms a request)."""
     where = [sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder(column)) for column in given]
     if not include_retired:
         where.append(sql.SQL("retired_at IS NULL"))
