@@ -107,6 +107,27 @@ def test_city_wide_buckets_agree_with_the_areas_and_the_kinds(http, canton):
     assert agg(http, metric="traffic_count", bucket="15m", kind="weather")["items"] == []
 
 
+def test_aggregate_answers_are_what_their_model_would_write(http, canton):
+    """Aggregates are serialised from the database's rows without a second validation: from every source, the
+    answer is byte for byte what the response model writes after validating it (types, order, nulls)."""
+    from services.api.schemas import AggregatePage
+
+    window = {"start": HOUR.isoformat(), "end": (HOUR + timedelta(hours=2)).isoformat()}
+    sources = set()
+    for params in ({"metric": "traffic_count", "bucket": "1d", "group_by": "csa"},
+                   {"metric": "noise_laeq", "bucket": "1h"},
+                   {"metric": "noise_laeq", "bucket": "1h", "csa": "Canton", "group_by": "csa"},
+                   {"metric": "traffic_count", "bucket": "1h", "device_id": canton["traffic"]},
+                   {"metric": "noise_laeq", "bucket": "15m", "csa": "Canton", "group_by": "device", "limit": 3},
+                   {"metric": "traffic_count", "bucket": "30m", "kind": "traffic"}):
+        r = http.get("/v1/aggregates", params={**window, **params})
+        assert r.status_code == 200, r.text
+        page = AggregatePage.model_validate_json(r.content)
+        assert page.items and r.content == page.model_dump_json().encode(), params
+        sources.add(page.source)
+    assert sources == {"daily_rollups", "city_hourly_rollups", "csa_hourly_rollups", "hourly_rollups", "raw"}
+
+
 def test_daily_rollups_by_csa_agree_with_the_hourly_path(http, canton):
     hourly = agg(http, metric="traffic_count", bucket="1h", group_by="csa", csa="Canton")
     total = sum(i["sum"] for i in hourly["items"])
