@@ -4,6 +4,7 @@ publishes."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -24,33 +25,41 @@ async def metric(conn, code: str) -> dict | None:
         "SELECT metric_key, metric, unit, aggregation FROM metrics WHERE metric = %s", (code,))).fetchone()
 
 
-_METRICS: tuple[float, dict[str, tuple]] = (0.0, {})
+@dataclass(frozen=True)
+class _Copy:
+    """The metric catalogue as last read: by name {metric: (metric_key, unit, aggregation)}, by key
+    {metric_key: (metric, unit)}."""
+
+    loaded: float
+    by_name: dict[str, tuple]
+    by_key: dict[int, tuple[str, str]]
+
+
+_COPY = _Copy(0.0, {}, {})
 METRICS_TTL_S = 60.0
 
 
-async def metric_rows(conn, wanted: tuple[str, ...] = ()) -> dict[str, tuple]:
-    """{metric: (metric_key, unit, aggregation)} from a copy of the catalogue refreshed every minute (it
-    changes with migrations only), or at once when a ``wanted`` metric is not in the copy: one round
-    trip less per request that names metrics."""
-    global _METRICS
-    loaded, rows = _METRICS
-    if time.monotonic() - loaded > METRICS_TTL_S or any(m not in rows for m in wanted):
+async def _catalogue(conn, names=(), keys=()) -> _Copy:
+    """A copy of the catalogue refreshed every minute (it changes with migrations only), or at once when a
+    metric named or keyed is not in it: one round trip less per request that names metrics."""
+    global _COPY
+    c = _COPY
+    if (time.monotonic() - c.loaded > METRICS_TTL_S or any(m not in c.by_name for m in names)
+            or any(k not in c.by_key for k in keys)):
         cur = await conn.execute("SELECT metric, metric_key, unit, aggregation FROM metrics")
-        rows = {r[0]: tuple(r[1:]) for r in await cur.fetchall()}
-        _METRICS = (time.monotonic(), rows)
-    return rows
+        by_name = {r[0]: tuple(r[1:]) for r in await cur.fetchall()}
+        c = _COPY = _Copy(time.monotonic(), by_name, {v[0]: (m, v[1]) for m, v in by_name.items()})
+    return c
+
+
+async def metric_rows(conn, wanted: tuple[str, ...] = ()) -> dict[str, tuple]:
+    """{metric: (metric_key, unit, aggregation)} from the catalogue's copy."""
+    return (await _catalogue(conn, names=wanted)).by_name
 
 
 async def metric_names(conn, keys: set[int]) -> dict[int, tuple[str, str]]:
-    """{metric_key: (metric, unit)} for ``keys``, from the catalogue's copy (refreshed at once for a key it
-    does not hold)."""
-    rows = await metric_rows(conn)
-    by_key = {v[0]: (m, v[1]) for m, v in rows.items()}
-    if not keys <= by_key.keys():
-        global _METRICS
-        _METRICS = (0.0, {})
-        by_key = {v[0]: (m, v[1]) for m, v in (await metric_rows(conn)).items()}
-    return by_key
+    """{metric_key: (metric, unit)} from the catalogue's copy."""
+    return (await _catalogue(conn, keys=keys)).by_key
 
 
 async def metric_row(conn, metric: str) -> tuple | None:

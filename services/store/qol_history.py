@@ -117,7 +117,9 @@ async def read_csa_hour(conn, hour: datetime, csa: str, timezone: str, lookback:
     None: no valid index), or None when the caller must compute it: the job has not caught up with the hour,
     or a device moved within ``lookback`` of it."""
     row = await (await conn.execute(READ_CSA_HOUR, {"h": hour, "tz": timezone, "csa": csa, "lookback": lookback})).fetchone()
-    if row[0] or (row[1] is not None and row[4] is None):  # behind, or a row from before migration 013
+    # behind, or a row without its pollutants: written by an API of before migration 013 still running its
+    # job during an upgrade (the migration marked the older rows' days, so those read as behind)
+    if row[0] or (row[1] is not None and row[4] is None):
         return None
     return tuple(row[1:])
 

@@ -96,7 +96,7 @@ async def catch_up_once(conn, timezone: str, max_days: int = 7, compute=None) ->
             for hour, csa, *aqi in await compute(series, hours, start):
                 figures[hour, csa] = [*aqi, None]
             for hour, csa, energy in await store.noise(conn, catalogue["noise_laeq"][0], hours, COVERAGE):
-                figures.setdefault((hour, csa), [None, None, None, None, None])[4] = energy
+                figures.setdefault((hour, csa), [None] * 5)[4] = energy  # no valid AQI, noise only
         await store.replace(conn, pending, [(*k, *v) for k, v in figures.items()], timezone)
     return len(pending)
 
