@@ -44,27 +44,41 @@ def transient(exc: BaseException) -> TransientError:
     return TransientError(f"{type(exc).__name__}: {text}"[:300])
 
 
+#: A connection idle longer than this is checked (a round trip) before it is handed out, and replaced if the
+#: database dropped it. One used within this time is handed out unchecked: if the database went away in
+#: that half second, that one use fails (an API request answers 503 with Retry-After, an ingestor's batch
+#: is retried) and the broken connection is discarded.
+RECHECK_IDLE_S = 0.5
+
+
 def sync_pool(dsn: str, name: str, *, size: int = 2, configure: Callable[[psycopg.Connection], None] | None = None,
               timeout: float = 5.0) -> ConnectionPool:
     """A pool for a threaded service (the ingestor), opened without waiting: callers get TransientError
     (via PoolTimeout) while the database is away, and connections as soon as it is back."""
+    returned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
     def setup(conn: psycopg.Connection) -> None:
         conn.execute("SET TIME ZONE 'UTC'")
         if configure is not None:
             configure(conn)
         conn.commit()
 
+    def mark_returned(conn: psycopg.Connection) -> None:
+        returned[conn] = time.monotonic()
+
+    def check_if_idle(conn: psycopg.Connection) -> None:
+        # As the API's pool: a connection used within RECHECK_IDLE_S is handed out unchecked. Checking
+        # every checkout cost the ingestor a round trip per batch (a fiftieth of its time under load);
+        # a connection the database dropped in between fails the batch's write, which is retried on a
+        # new one (the pool discards the broken connection).
+        if time.monotonic() - returned.get(conn, 0.0) > RECHECK_IDLE_S:
+            ConnectionPool.check_connection(conn)
+
     pool = ConnectionPool(dsn, min_size=1, max_size=size, open=False, timeout=timeout, name=name,
-                          configure=setup, check=ConnectionPool.check_connection,
+                          configure=setup, check=check_if_idle, reset=mark_returned,
                           kwargs={"application_name": name, "connect_timeout": 5})
     pool.open(wait=False)
     return pool
-
-
-#: An API connection idle longer than this is checked (a round trip) before a request gets it, and replaced
-#: if the database dropped it. One used within this time is handed out unchecked: if the database went away
-#: in that half second, that one request answers 503 with Retry-After and the broken connection is discarded.
-RECHECK_IDLE_S = 0.5
 
 
 def async_pool(dsn: str, name: str, *, size: int, statement_timeout_ms: int = 0, idle_in_transaction_ms: int = 0,
