@@ -208,6 +208,11 @@ def run_lag(stack: Stack, devices: list[str], rate: float, seconds: float) -> di
             time.sleep(0.25)
         sent = gen.finish()
         rss = peak_rss_mb(proc.pid)
+        # Where a tail comes from: the pipeline thread's share of the run spent writing batches (translation,
+        # SQL, commit) and the messages whose receipt-to-commit alone took over a second.
+        busy = _metric(port, "citysense_ingest_write_seconds_sum") / seconds
+        batches = _metric(port, "citysense_ingest_write_seconds_count")
+        slow = _metric(port, "citysense_ingest_lag_seconds_count") - _metric(port, 'citysense_ingest_lag_seconds_bucket{le="1.0"}')
         _stop(proc)
         forget_session(stack, client_id)
         with psycopg.connect(stack.dsn) as conn:
@@ -219,7 +224,8 @@ def run_lag(stack: Stack, devices: list[str], rate: float, seconds: float) -> di
     assert len(lags) == n, f"lag run stored {len(lags)} of {n} messages"
     return {"rate_msg_per_s": rate, "achieved_msg_per_s": sent["generator_msg_per_s"], "messages": n,
             "p50_ms": percentile(lags, 50) * 1000, "p99_ms": percentile(lags, 99) * 1000,
-            "max_ms": max(lags) * 1000, "peak_rss_mb": rss}
+            "max_ms": max(lags) * 1000, "peak_rss_mb": rss, "pipeline_busy": busy, "batches": batches,
+            "receipt_to_commit_over_1s": slow}
 
 
 def summarise_profile(path: Path, top: int = 12) -> dict:

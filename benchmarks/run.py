@@ -53,7 +53,9 @@ def ingest_table(r: dict) -> list[str]:
         f"- 2 processes ÷ 1 end to end: **{r['ratios']['two_vs_one_process']:.2f}×** (target > 1).",
         f"- Lag from publish to commit at {fmt(r['lag']['rate_msg_per_s'])} msg/s (half the measured rate; the generator "
         f"kept {fmt(r['lag']['achieved_msg_per_s'])}), {fmt(r['lag']['messages'])} messages: p50 {fmt(r['lag']['p50_ms'])} ms, "
-        f"**p99 {fmt(r['lag']['p99_ms'])} ms** (target ≤ 1,000 ms), max {fmt(r['lag']['max_ms'])} ms.",
+        f"**p99 {fmt(r['lag']['p99_ms'])} ms** (target ≤ 1,000 ms), max {fmt(r['lag']['max_ms'])} ms; the pipeline thread "
+        f"spent {r['lag'].get('pipeline_busy', float('nan')):.0%} of the publishing time writing {fmt(r['lag'].get('batches', 0))} batches, "
+        f"and {fmt(r['lag'].get('receipt_to_commit_over_1s', 0))} messages took over a second from receipt to commit.",
         f"- Ingestor peak RSS: **{r['peak_rss_mb']:.0f} MB** (target ≤ 200 MB).",
     ]
     prof = r.get("profile")
