@@ -109,7 +109,7 @@ def load_history(st: Stack, devices: int, readings: int, days: int, log) -> dict
     # Two loaders in parallel (one per core), each on its own months; the secondary indexes are built
     # once at the end, which is faster than keeping them up to date row by row.
     with psycopg.connect(st.dsn, autocommit=True) as conn:
-        conn.execute("DROP INDEX readings_metric_time_idx")
+        conn.execute("DROP INDEX readings_metric_time_value_idx")
         conn.execute("DROP INDEX readings_hourly_metric_bucket_idx")
     chunks, s = [], start
     while s < end:
@@ -130,7 +130,7 @@ def load_history(st: Stack, devices: int, readings: int, days: int, log) -> dict
         t.join()
     log(f"    {len(chunks)} half-months loaded in {time.time() - t0:.0f} s; indexing and daily rollups")
     with psycopg.connect(st.dsn, autocommit=True) as conn:
-        conn.execute("CREATE INDEX readings_metric_time_idx ON readings (metric_key, time DESC)")
+        conn.execute("CREATE INDEX readings_metric_time_value_idx ON readings (metric_key, time DESC) INCLUDE (value)")
         conn.execute("CREATE INDEX readings_hourly_metric_bucket_idx ON readings_hourly (metric_key, bucket DESC)")
         conn.execute("INSERT INTO rollup_dirty_days SELECT DISTINCT (bucket AT TIME ZONE 'America/New_York')::date "
                      "FROM readings_hourly ON CONFLICT DO NOTHING")
