@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from psycopg import sql
 
 from services.store.catalogue import metric_rows
-from services.store.fleet import reporting_sql
+from services.store.fleet import SLACK_S, reporting_sql
 
 _SCOPE = {"csa": sql.SQL("h.csa"), "neighbourhood": sql.SQL("h.neighbourhood"), "device": sql.SQL("d.device_id")}
 
@@ -108,10 +108,40 @@ async def latest(conn, scope: tuple[str, str | None], metrics: tuple[str, ...], 
 
 
 async def coverage(conn, at: datetime) -> dict[str, tuple[int, int]]:
-    """{csa: (devices in service, devices reporting at ``at``)}."""
+    """{csa: (devices in service, devices reporting at ``at``)}, now: from each device's last report."""
     rows = await (await conn.execute(
         f"SELECT d.csa, count(*), count(*) FILTER (WHERE {reporting_sql('d', '%(at)s::timestamptz')}) "
         "FROM devices d WHERE d.retired_at IS NULL GROUP BY d.csa", {"at": at})).fetchall()
+    return {csa: (n, fresh) for csa, n, fresh in rows}
+
+
+#: A device reporting at a past moment: a reading within twice its interval plus the slack before it (the
+#: present's rule, services/store/fleet.py, asked of the readings instead of the last report). The readings
+#: are read once over the widest device's window (its bound a constant, so the chunks outside it are left out).
+COVERAGE_AT = f"""
+WITH recent AS (
+    SELECT r.device_key, max(r.time) AS last
+    FROM readings r
+    WHERE r.time <= %(at)s
+      AND r.time > %(at)s - (2 * (SELECT max(interval_s) FROM devices) + {SLACK_S:g}) * interval '1 second'
+    GROUP BY r.device_key
+)
+SELECT p.csa, count(*),
+       count(*) FILTER (WHERE recent.last > %(at)s - (2 * d.interval_s + {SLACK_S:g}) * interval '1 second')
+FROM devices d
+JOIN device_placements p ON p.device_key = d.device_key AND p.valid_from <= %(at)s
+                         AND (p.valid_to IS NULL OR %(at)s < p.valid_to)
+LEFT JOIN recent ON recent.device_key = d.device_key
+WHERE d.retired_at IS NULL OR d.retired_at > %(at)s
+GROUP BY p.csa
+"""
+
+
+async def coverage_at(conn, at: datetime) -> dict[str, tuple[int, int]]:
+    """{csa: (devices in service, devices reporting)} at a past moment: the devices not retired by then, in
+    the area they were placed in then, and those with a reading in the window before it. (A device's last
+    report says nothing about a past hour: it counted every device as reporting, or none.)"""
+    rows = await (await conn.execute(COVERAGE_AT, {"at": at})).fetchall()
     return {csa: (n, fresh) for csa, n, fresh in rows}
 
 

@@ -147,6 +147,19 @@ def test_summary_has_every_csa_and_geojson(http, air):
     assert fc["features"][0]["geometry"]["type"] in ("Polygon", "MultiPolygon")
 
 
+def test_a_past_summary_counts_the_devices_reporting_then(http, air):
+    """A past hour's coverage comes from the readings before it, not from each device's last report: the
+    area's two devices were reporting at AT, and neither was a fortnight before, when they had sent nothing."""
+    csa, a, b = air
+
+    def row(t: datetime) -> dict:
+        return next(i for i in http.get("/v1/qol/summary", params={"at": t.isoformat()}).json()["items"] if i["csa"] == csa)
+    then, before = row(AT), row(AT - timedelta(days=14))
+    assert then["devices"] >= 2 and then["devices_reporting"] >= 2
+    assert before["devices"] == then["devices"]  # registered now, none retired: in service then as far as we know
+    assert before["devices_reporting"] == 0 and before["coverage"] == 0.0
+
+
 @contextmanager
 def moved(dsn, device_id: str, at: datetime):
     """The device moved (to the same place) at ``at``, for the block: a move through the API starts now, so a

@@ -40,7 +40,8 @@ async def summary_rows(pool, at: datetime, timezone_name: str | None = None) -> 
     """The rows of the summary at ``at``, and each CSA's whole AQI answer when it was computed (as
     indicators.area_aqi gives it). With ``timezone_name`` (a past hour), the areas' AQI and noise are
     read from what the background job keeps (services/api/qol/history.py) when it has caught up with that
-    hour (no AQI answers then), and computed from every device's hours otherwise."""
+    hour (no AQI answers then), and computed from every device's hours otherwise; its coverage counts the
+    devices in service and reporting then (from their readings, not their last report)."""
     city = Scope("city", None)
     latest_hour = floor_hour(at) - timedelta(hours=1)
     async with pool.connection() as conn:
@@ -51,7 +52,7 @@ async def summary_rows(pool, at: datetime, timezone_name: str | None = None) -> 
         else:
             aq, nz = {}, {csa: v[3] for csa, v in kept.items() if v[3] is not None}
         wx = await latest_values(conn, city, ("temperature", "humidity"), at)
-        coverage = await store.coverage(conn, at)
+        coverage = await (store.coverage(conn, at) if timezone_name is None else store.coverage_at(conn, at))
     # 55 areas' indicators over every device's hours: off the event loop, which keeps serving meanwhile.
     return await run_in_threadpool(_summary, aq, nz, wx, coverage, kept)
 
