@@ -117,13 +117,14 @@ async def coverage(conn, at: datetime) -> dict[str, tuple[int, int]]:
 
 #: A device reporting at a past moment: a reading within twice its interval plus the slack before it (the
 #: present's rule, services/store/fleet.py, asked of the readings instead of the last report). The readings
-#: are read once over the widest device's window (its bound a constant, so the chunks outside it are left out).
+#: are read once, over the widest device's window: both its bounds are parameters, so only the chunks inside
+#: it are planned (with the lower bound a subquery, every chunk before the moment was planned and opened: a
+#: past summary took about 20 ms uncached on the benchmark's database, 14 ms with both bounds parameters).
 COVERAGE_AT = f"""
 WITH recent AS (
     SELECT r.device_key, max(r.time) AS last
     FROM readings r
-    WHERE r.time <= %(at)s
-      AND r.time > %(at)s - (2 * (SELECT max(interval_s) FROM devices) + {SLACK_S:g}) * interval '1 second'
+    WHERE r.time <= %(at)s AND r.time > %(since)s
     GROUP BY r.device_key
 )
 SELECT p.csa, count(*),
@@ -141,7 +142,9 @@ async def coverage_at(conn, at: datetime) -> dict[str, tuple[int, int]]:
     """{csa: (devices in service, devices reporting)} at a past moment: the devices not retired by then, in
     the area they were placed in then, and those with a reading in the window before it. (A device's last
     report says nothing about a past hour: it counted every device as reporting, or none.)"""
-    rows = await (await conn.execute(COVERAGE_AT, {"at": at})).fetchall()
+    widest = (await (await conn.execute("SELECT coalesce(max(interval_s), 0) FROM devices")).fetchone())[0]
+    since = at - timedelta(seconds=2 * widest + SLACK_S)
+    rows = await (await conn.execute(COVERAGE_AT, {"at": at, "since": since})).fetchall()
     return {csa: (n, fresh) for csa, n, fresh in rows}
 
 
