@@ -51,11 +51,26 @@ def transient(exc: BaseException) -> TransientError:
 RECHECK_IDLE_S = 0.5
 
 
+class _Returns:
+    """When each pooled connection was last given back: both pools check only one idle for longer than
+    RECHECK_IDLE_S (a round trip on every checkout was a tenth of a busy API worker's time, and a fiftieth of
+    the ingestor's, one per batch)."""
+
+    def __init__(self):
+        self._at: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def mark(self, conn) -> None:
+        self._at[conn] = time.monotonic()
+
+    def idle(self, conn) -> bool:
+        return time.monotonic() - self._at.get(conn, 0.0) > RECHECK_IDLE_S
+
+
 def sync_pool(dsn: str, name: str, *, size: int = 2, configure: Callable[[psycopg.Connection], None] | None = None,
               timeout: float = 5.0) -> ConnectionPool:
     """A pool for a threaded service (the ingestor), opened without waiting: callers get TransientError
     (via PoolTimeout) while the database is away, and connections as soon as it is back."""
-    returned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    returns = _Returns()
 
     def setup(conn: psycopg.Connection) -> None:
         conn.execute("SET TIME ZONE 'UTC'")
@@ -63,19 +78,14 @@ def sync_pool(dsn: str, name: str, *, size: int = 2, configure: Callable[[psycop
             configure(conn)
         conn.commit()
 
-    def mark_returned(conn: psycopg.Connection) -> None:
-        returned[conn] = time.monotonic()
-
     def check_if_idle(conn: psycopg.Connection) -> None:
-        # As the API's pool: a connection used within RECHECK_IDLE_S is handed out unchecked. Checking
-        # every checkout cost the ingestor a round trip per batch (a fiftieth of its time under load);
-        # a connection the database dropped in between fails the batch's write, which is retried on a
-        # new one (the pool discards the broken connection).
-        if time.monotonic() - returned.get(conn, 0.0) > RECHECK_IDLE_S:
+        # a connection the database dropped since its last use fails the batch's write, which is retried on
+        # a new one (the pool discards the broken connection)
+        if returns.idle(conn):
             ConnectionPool.check_connection(conn)
 
     pool = ConnectionPool(dsn, min_size=1, max_size=size, open=False, timeout=timeout, name=name,
-                          configure=setup, check=check_if_idle, reset=mark_returned,
+                          configure=setup, check=check_if_idle, reset=returns.mark,
                           kwargs={"application_name": name, "connect_timeout": 5})
     pool.open(wait=False)
     return pool
@@ -91,14 +101,13 @@ def async_pool(dsn: str, name: str, *, size: int, statement_timeout_ms: int = 0,
     BEGIN, the query and COMMIT; the writes that must be atomic say so (``async with conn.transaction()``)."""
     options = "-c timezone=UTC -c jit=off" + (f" -c statement_timeout={int(statement_timeout_ms)}" if statement_timeout_ms else "") \
         + (f" -c idle_in_transaction_session_timeout={int(idle_in_transaction_ms)}" if idle_in_transaction_ms else "")
-    returned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    returns = _Returns()
 
     async def mark_returned(conn: psycopg.AsyncConnection) -> None:
-        returned[conn] = time.monotonic()
+        returns.mark(conn)
 
     async def check_if_idle(conn: psycopg.AsyncConnection) -> None:
-        # The check is a round trip: checking every checkout was a tenth of a busy API worker's time.
-        if time.monotonic() - returned.get(conn, 0.0) > RECHECK_IDLE_S:
+        if returns.idle(conn):
             await AsyncConnectionPool.check_connection(conn)
 
     async def configure(conn: psycopg.AsyncConnection) -> None:
