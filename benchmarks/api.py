@@ -12,6 +12,7 @@ requested number of readings over the year.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 import re
@@ -171,7 +172,10 @@ end
 """
 
 
-def wrk(base: str, paths: list[str], seconds: int, connections: int, workdir, seed: int = 1) -> dict:
+def wrk(base: str, paths: list[str], seconds: int, connections: int, workdir, seed: int = 1,
+        cpu: "CpuShare | None" = None) -> dict:
+    """wrk's figures for the paths at random; with ``cpu``, where the CPU went during the measured run (not
+    the warm-up), per request."""
     exe = shutil.which("wrk")
     if exe is None:
         raise RuntimeError("wrk is not installed: run `make bench` (it installs it)")
@@ -181,8 +185,9 @@ def wrk(base: str, paths: list[str], seconds: int, connections: int, workdir, se
     threads = min(2, connections)
     args = [exe, f"-t{threads}", f"-c{connections}", "-s", str(script)]
     subprocess.run([*args, "-d1s", base, "--", str(listing), str(seed + 99)], capture_output=True)  # warm-up
-    out = subprocess.run([*args, f"-d{seconds}s", "--timeout", "30s", "--latency", base, "--", str(listing), str(seed)],
-                         capture_output=True, text=True, check=True).stdout
+    with cpu or contextlib.nullcontext():
+        out = subprocess.run([*args, f"-d{seconds}s", "--timeout", "30s", "--latency", base, "--", str(listing), str(seed)],
+                             capture_output=True, text=True, check=True).stdout
     lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", out, re.M))
     if "99" not in lat:
         raise RuntimeError(f"wrk gave no latency distribution:\n{out}")
@@ -190,8 +195,63 @@ def wrk(base: str, paths: list[str], seconds: int, connections: int, workdir, se
     total = int(re.search(r"(\d+) requests in", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {"p50_ms": _unit_ms(lat["50"]), "p99_ms": _unit_ms(lat["99"]), "rps": rps, "requests": total,
-            "errors": (int(bad.group(1)) if bad else 0) + (sum(map(int, errors.groups())) if errors else 0)}
+    result = {"p50_ms": _unit_ms(lat["50"]), "p99_ms": _unit_ms(lat["99"]), "rps": rps, "requests": total,
+              "errors": (int(bad.group(1)) if bad else 0) + (sum(map(int, errors.groups())) if errors else 0)}
+    if cpu is not None:
+        result["cpu"] = cpu.per_request_ms(total, "wrk")
+    return result
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, /proc/stat: everything but idle and iowait)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v) - v[3] - v[4]) / TICK
+
+
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and its children."""
+    total = 0.0
+    for p in _process_tree(pid):
+        try:
+            fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / TICK
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+class CpuShare:
+    """Where the machine's CPU went while a load ran, per request: the API's processes (``api_pid``), the
+    client (wrk, or this process's own threads asking SQL directly), and the rest (the database, mostly;
+    the broker and everything else on the machine too). What stands between the API and the bare question
+    when both saturate the same cores."""
+
+    def __init__(self, api_pid: int | None = None) -> None:
+        self.api_pid = api_pid
+
+    def _now(self) -> tuple[float, float, float, float, float]:
+        t = os.times()
+        return (machine_busy_s(), process_tree_cpu_s(self.api_pid) if self.api_pid else 0.0,
+                t.children_user + t.children_system, t.user + t.system, time.monotonic())
+
+    def __enter__(self) -> "CpuShare":
+        self._start = self._now()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._end = self._now()
+
+    def per_request_ms(self, requests: int, client: str) -> dict:
+        """``client`` "wrk" (a child process that has exited) or "self" (this process's threads)."""
+        machine, api, children, own, wall = (b - a for a, b in zip(self._start, self._end))
+        used = children if client == "wrk" else own
+        n = max(requests, 1)
+        return {"api_ms": 1000 * api / n, "client_ms": 1000 * used / n,
+                "rest_ms": 1000 * max(machine - api - used, 0.0) / n, "cores_busy": machine / wall}
 
 
 def time_sql(dsn: str, queries: list[tuple[str, dict]], connections: int, seconds: float) -> dict:
@@ -307,7 +367,8 @@ def start_api(st: Stack, cache_s: float, workers: int) -> tuple[subprocess.Popen
     raise RuntimeError("the API did not start")
 
 
-def process_tree_peak_rss_mb(pid: int) -> float:
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (the API's launcher and its worker processes)."""
     pids = [pid]
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -316,8 +377,12 @@ def process_tree_peak_rss_mb(pid: int) -> float:
                     pids.append(int(entry))
             except (OSError, IndexError, ValueError):
                 pass
+    return pids
+
+
+def process_tree_peak_rss_mb(pid: int) -> float:
     peaks = []
-    for p in pids:
+    for p in _process_tree(pid):
         try:
             peaks += [int(line.split()[1]) / 1024 for line in open(f"/proc/{p}/status") if line.startswith("VmHWM:")]
         except OSError:
@@ -340,7 +405,11 @@ def run(readings: int = 20_000_000, devices: int = 1000, days: int = 365, second
         end = hist["end"]
         mix = request_mix(st, end, days)
         log("  the same questions of the raw hypertable")
-        raw = {name: time_sql(st.dsn, c["sql"], connections, min(seconds, 10)) for name, c in mix.items()}
+        raw = {}
+        for name, c in mix.items():
+            with CpuShare() as cpu:
+                raw[name] = time_sql(st.dsn, c["sql"], connections, min(seconds, 10))
+            raw[name]["cpu"] = cpu.per_request_ms(raw[name]["queries"], "self")
         everything = [p for c in mix.values() for p in c["paths"]]
         result["classes"] = {}
         for cache_s, label in ((30, "default cache"), (0, "no cache")):
@@ -350,7 +419,7 @@ def run(readings: int = 20_000_000, devices: int = 1000, days: int = 365, second
                 try:
                     for name, c in lines:
                         log(f"  wrk, {label}: {name}")
-                        w = wrk(base, c["paths"], seconds, connections, st.root)
+                        w = wrk(base, c["paths"], seconds, connections, st.root, cpu=CpuShare(proc.pid))
                         result["classes"].setdefault(name, {"raw": raw.get(name), "examples": c["paths"][:2]})[label] = w
                 finally:
                     proc.terminate()

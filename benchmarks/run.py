@@ -81,6 +81,21 @@ def api_table(r: dict) -> list[str]:
         raw = f"{c['raw']['p50_ms']:,.1f} / {c['raw']['p99_ms']:,.1f}" if c.get("raw") else "–"
         rows.append(f"| {name} | {d['p50_ms']:.1f} / **{d['p99_ms']:.1f}** | {d['rps']:,.0f} | {d['errors']} | "
                     f"{n['p50_ms']:.1f} / {n['p99_ms']:.1f} | {n['rps']:,.0f} | {n['errors']} | {raw} |")
+    cpu = [(name, c["no cache"]["cpu"], (c.get("raw") or {}).get("cpu")) for name, c in r["classes"].items()
+           if "cpu" in c["no cache"]]
+    if cpu:
+        rows += ["", "Where the CPU of one uncached request goes, in ms of CPU per request (all processes, all cores): the "
+                     "API's processes, the client, and the rest of the machine's busy time (the database, mostly). With "
+                     "both loads saturating the same cores, a class keeps pace with the bare question only if its total "
+                     "is no larger.", "",
+                 "| request class | API processes | wrk | rest (database) | total | the bare question: Python client "
+                 "| rest (database) | total | busy cores, API / bare |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, a, b in cpu:
+            total = a["api_ms"] + a["client_ms"] + a["rest_ms"]
+            bare = (f"{b['client_ms']:.2f} | {b['rest_ms']:.2f} | {b['client_ms'] + b['rest_ms']:.2f} | "
+                    f"{a['cores_busy']:.1f} / {b['cores_busy']:.1f}") if b else f"– | – | – | {a['cores_busy']:.1f} / –"
+            rows.append(f"| {name} | {a['api_ms']:.2f} | {a['client_ms']:.2f} | {a['rest_ms']:.2f} | **{total:.2f}** | {bare} |")
     if "export" in r:
         x = r["export"]
         rows += ["", f"- CSV export of {fmt(x['readings'])} readings through the API: {x['seconds']:.1f} s "
