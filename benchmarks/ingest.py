@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psycopg
 
-from benchmarks.common import (METRICS5, Stack, count_readings, median, percentile, python_module,
+from benchmarks.common import (METRICS5, Stack, count_readings, machine_cpu_s, median, percentile, python_module,
                                register_devices, truncate)
 from benchmarks.loadgen import CLoad
 from services.launcher.stack import free_port, wait_for_port
@@ -276,27 +276,30 @@ def run(n: int = 60_000, publishers: int = 8, repeats: int = 3, naive_n: int = 1
         ids = register_devices(st.dsn, publishers)
         runs: dict[str, list[dict]] = {k: [] for k in ("broker_c", "paho", "paho_acks", "gmqtt", "citysense_1", "citysense_2", "naive")}
         # Interleaved rounds: each baseline meets the same machine state as citysense, round after round.
+        def timed(key: str, label: str, fn, *args) -> None:
+            """One run, with the cores the hypervisor gave other guests meanwhile (a virtual machine's steal):
+            a run that met a high one ran on a slower machine."""
+            log(f"  round {r + 1}/{repeats}: {label}")
+            t0, (_, s0) = time.monotonic(), machine_cpu_s()
+            res = fn(st, ids, *args)
+            res["cores_stolen"] = (machine_cpu_s()[1] - s0) / (time.monotonic() - t0)
+            runs[key].append(res)
+
         for r in range(repeats):
-            log(f"  round {r + 1}/{repeats}: C clients end to end")
-            runs["broker_c"].append(run_broker_c(st, ids, n))
-            log(f"  round {r + 1}/{repeats}: bare paho")
-            runs["paho"].append(run_consumer(st, ids, n, "paho"))
-            log(f"  round {r + 1}/{repeats}: paho, acknowledged from a second thread")
-            runs["paho_acks"].append(run_consumer(st, ids, n, "paho_acks"))
-            log(f"  round {r + 1}/{repeats}: bare gmqtt")
-            runs["gmqtt"].append(run_consumer(st, ids, n, "gmqtt"))
-            log(f"  round {r + 1}/{repeats}: citysense, 1 process")
-            runs["citysense_1"].append(run_citysense(st, ids, n, 1))
+            timed("broker_c", "C clients end to end", run_broker_c, n)
+            timed("paho", "bare paho", run_consumer, n, "paho")
+            timed("paho_acks", "paho, acknowledged from a second thread", run_consumer, n, "paho_acks")
+            timed("gmqtt", "bare gmqtt", run_consumer, n, "gmqtt")
+            timed("citysense_1", "citysense, 1 process", run_citysense, n, 1)
             truncate(st.dsn)
-            log(f"  round {r + 1}/{repeats}: citysense, 2 processes")
-            runs["citysense_2"].append(run_citysense(st, ids, n, 2))
+            timed("citysense_2", "citysense, 2 processes", run_citysense, n, 2)
             truncate(st.dsn)
-            log(f"  round {r + 1}/{repeats}: naive bridge ({naive_n:,} messages)")
-            runs["naive"].append(run_consumer(st, ids, naive_n, "naive"))
+            timed("naive", f"naive bridge ({naive_n:,} messages)", run_consumer, naive_n, "naive")
             truncate(st.dsn)
         for k, v in runs.items():
             results[k] = {"runs": v, "msg_per_s": median([x["msg_per_s"] for x in v]),
-                          "generator_msg_per_s": median([x["generator_msg_per_s"] for x in v])}
+                          "generator_msg_per_s": median([x["generator_msg_per_s"] for x in v]),
+                          "cores_stolen": median([x["cores_stolen"] for x in v])}
         log("  database COPY")
         results["copy"] = run_copy(st, n)
         truncate(st.dsn)

@@ -27,16 +27,18 @@ def ingest_table(r: dict) -> list[str]:
     def row(label: str, key: str, bold: bool = False) -> str:
         x = r[key]
         v = f"**{fmt(x['msg_per_s'])}**" if bold else fmt(x["msg_per_s"])
+        stolen = f"{x['cores_stolen']:.2f}" if "cores_stolen" in x else "–"
         return (f"| {label} | {v} | {fmt(5 * x['msg_per_s'])} | {x['msg_per_s'] / c1:.2f}× | "
-                f"{fmt(x['generator_msg_per_s'])} |")
+                f"{fmt(x['generator_msg_per_s'])} | {stolen} |")
 
     rows = [
         f"Ingest: {fmt(r['n_messages'])} messages of {r['readings_per_message']} readings (QoS 1) from "
         f"{r['publishers']} `mosquitto_pub -l` C clients (one device topic each), median of {r['repeats']} interleaved "
         "rounds; broker, database, load generator and consumer share the machine's cores.",
         "",
-        "| consumer, under the same C-client load | messages/s | readings/s | ÷ citysense (1 process) | generator's own pace, msg/s |",
-        "|---|---:|---:|---:|---:|",
+        "| consumer, under the same C-client load | messages/s | readings/s | ÷ citysense (1 process) | generator's own pace, msg/s "
+        "| cores taken by the hypervisor (steal) |",
+        "|---|---:|---:|---:|---:|---:|",
         row("`mosquitto_sub` (the broker end to end, counts only)", "broker_c"),
         row("bare paho-mqtt subscriber (counts only)", "paho"),
         row("paho, acknowledged in batches from a second thread (the ingestor's scheme, no work)", "paho_acks"),
@@ -45,7 +47,7 @@ def ingest_table(r: dict) -> list[str]:
         row("citysense ingestor, 2 processes (shared subscription)", "citysense_2"),
         row(f"naive bridge (INSERT per reading, commit per message; {fmt(r['naive']['runs'][0]['messages'])} messages)", "naive"),
         f"| PostgreSQL COPY of the same readings straight into the hypertable (no MQTT) | {fmt(r['copy']['msg_equiv_per_s'])} | "
-        f"{fmt(r['copy']['rows_per_s'])} | {r['copy']['msg_equiv_per_s'] / c1:.2f}× | – |",
+        f"{fmt(r['copy']['rows_per_s'])} | {r['copy']['msg_equiv_per_s'] / c1:.2f}× | – | – |",
         "",
         f"- citysense ÷ bare paho: **{r['ratios']['citysense_vs_paho']:.2f}×** (target ≥ 0.7×); "
         f"÷ naive bridge: **{r['ratios']['citysense_vs_naive']:.1f}×** (target ≥ 6×); "
@@ -89,12 +91,14 @@ def api_table(r: dict) -> list[str]:
                      "both loads saturating the same cores, a class keeps pace with the bare question only if its total "
                      "is no larger.", "",
                  "| request class | API processes | wrk | rest (database) | total | the bare question: Python client "
-                 "| rest (database) | total | busy cores, API / bare |",
-                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                 "| rest (database) | total | busy cores, API / bare | cores taken by the hypervisor (steal), API / bare |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, a, b in cpu:
             total = a["api_ms"] + a["client_ms"] + a["rest_ms"]
+            stolen = lambda x: f"{x['cores_stolen']:.2f}" if "cores_stolen" in x else "–"  # noqa: E731
             bare = (f"{b['client_ms']:.2f} | {b['rest_ms']:.2f} | {b['client_ms'] + b['rest_ms']:.2f} | "
-                    f"{a['cores_busy']:.1f} / {b['cores_busy']:.1f}") if b else f"– | – | – | {a['cores_busy']:.1f} / –"
+                    f"{a['cores_busy']:.1f} / {b['cores_busy']:.1f} | {stolen(a)} / {stolen(b)}") if b else \
+                f"– | – | – | {a['cores_busy']:.1f} / – | {stolen(a)} / –"
             rows.append(f"| {name} | {a['api_ms']:.2f} | {a['client_ms']:.2f} | {a['rest_ms']:.2f} | **{total:.2f}** | {bare} |")
     if "export" in r:
         x = r["export"]
