@@ -23,7 +23,20 @@ def test_every_package_directory_is_in_the_wheel():
                  *(REPO / d / "__init__.py" for d in mapped)]:
         rel = init.parent.relative_to(REPO).as_posix()
         on_disk.add(mapped.get(rel, rel.replace("/", ".")))
-    assert on_disk == listed, f"pyproject.toml [tool.setuptools] packages: missing {on_disk - listed}, stale {listed - on_disk}"
+    # listed data directories (no __init__.py: boundaries, static files, deploy's units) must exist and hold files
+    data = {name for name in listed - on_disk if _directory(name, config["package-dir"]).is_dir()
+            and not (_directory(name, config["package-dir"]) / "__init__.py").exists()}
+    assert all(any(p.is_file() for p in _directory(name, config["package-dir"]).iterdir()) for name in data)
+    assert on_disk == listed - data, \
+        f"pyproject.toml [tool.setuptools] packages: missing {on_disk - listed}, stale {listed - on_disk - data}"
+
+
+def _directory(package: str, package_dir: dict[str, str]):
+    """Where a dotted package name lives in the checkout, through [tool.setuptools.package-dir]."""
+    for prefix, where in sorted(package_dir.items(), key=lambda kv: -len(kv[0])):
+        if package == prefix or package.startswith(prefix + "."):
+            return REPO / where / package[len(prefix) + 1:].replace(".", "/")
+    return REPO / package.replace(".", "/")
 
 
 def test_resources_are_found_as_package_data():
