@@ -26,7 +26,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import psycopg
 
-from benchmarks.common import Stack, machine_cpu_s, percentile, python_module
+from benchmarks.common import TICK, Stack, machine_cpu_s, percentile, python_module
 from services.core.catalogue import KIND_METRICS
 from services.launcher.stack import free_port
 from services.store.rollups import refresh
@@ -200,9 +200,6 @@ def wrk(base: str, paths: list[str], seconds: int, connections: int, workdir, se
     if cpu is not None:
         result["cpu"] = cpu.per_request_ms(total, "wrk")
     return result
-
-
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def process_tree_cpu_s(pid: int) -> float:

@@ -131,9 +131,13 @@ def percentile(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
+#: /proc's clock ticks per second (CPU times in /proc/stat and /proc/PID/stat are in ticks)
+TICK = os.sysconf("SC_CLK_TCK")
+
+
 def machine_cpu_s() -> tuple[float, float]:
     """CPU seconds the whole machine has spent busy, and taken by the hypervisor for other guests (steal), over
     all cores (/proc/stat: busy is everything but idle, iowait and steal; guest time is already in user)."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:9]]
-    return (sum(v) - v[3] - v[4] - v[7]) / os.sysconf("SC_CLK_TCK"), v[7] / os.sysconf("SC_CLK_TCK")
+    return (sum(v) - v[3] - v[4] - v[7]) / TICK, v[7] / TICK

@@ -21,15 +21,19 @@ def fmt(x: float, digits: int = 0) -> str:
     return f"{x:,.{digits}f}"
 
 
+def stolen(x: dict | None) -> str:
+    """The cores a virtual machine's hypervisor gave other guests during a run, when it was measured."""
+    return f"{x['cores_stolen']:.2f}" if x and "cores_stolen" in x else "–"
+
+
 def ingest_table(r: dict) -> list[str]:
     c1 = r["citysense_1"]["msg_per_s"]
 
     def row(label: str, key: str, bold: bool = False) -> str:
         x = r[key]
         v = f"**{fmt(x['msg_per_s'])}**" if bold else fmt(x["msg_per_s"])
-        stolen = f"{x['cores_stolen']:.2f}" if "cores_stolen" in x else "–"
         return (f"| {label} | {v} | {fmt(5 * x['msg_per_s'])} | {x['msg_per_s'] / c1:.2f}× | "
-                f"{fmt(x['generator_msg_per_s'])} | {stolen} |")
+                f"{fmt(x['generator_msg_per_s'])} | {stolen(x)} |")
 
     rows = [
         f"Ingest: {fmt(r['n_messages'])} messages of {r['readings_per_message']} readings (QoS 1) from "
@@ -94,12 +98,11 @@ def api_table(r: dict) -> list[str]:
                  "| rest (database) | total | busy cores, API / bare | cores taken by the hypervisor (steal), API / bare |",
                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, a, b in cpu:
-            total = a["api_ms"] + a["client_ms"] + a["rest_ms"]
-            stolen = lambda x: f"{x['cores_stolen']:.2f}" if "cores_stolen" in x else "–"  # noqa: E731
-            bare = (f"{b['client_ms']:.2f} | {b['rest_ms']:.2f} | {b['client_ms'] + b['rest_ms']:.2f} | "
-                    f"{a['cores_busy']:.1f} / {b['cores_busy']:.1f} | {stolen(a)} / {stolen(b)}") if b else \
-                f"– | – | – | {a['cores_busy']:.1f} / – | {stolen(a)} / –"
-            rows.append(f"| {name} | {a['api_ms']:.2f} | {a['client_ms']:.2f} | {a['rest_ms']:.2f} | **{total:.2f}** | {bare} |")
+            bare = (f"{b['client_ms']:.2f}", f"{b['rest_ms']:.2f}", f"{b['client_ms'] + b['rest_ms']:.2f}",
+                    f"{b['cores_busy']:.1f}") if b else ("–",) * 4
+            rows.append(f"| {name} | {a['api_ms']:.2f} | {a['client_ms']:.2f} | {a['rest_ms']:.2f} | "
+                        f"**{a['api_ms'] + a['client_ms'] + a['rest_ms']:.2f}** | {bare[0]} | {bare[1]} | {bare[2]} | "
+                        f"{a['cores_busy']:.1f} / {bare[3]} | {stolen(a)} / {stolen(b)} |")
     if "export" in r:
         x = r["export"]
         rows += ["", f"- CSV export of {fmt(x['readings'])} readings through the API: {x['seconds']:.1f} s "

@@ -24,9 +24,9 @@ def test_every_package_directory_is_in_the_wheel():
         rel = init.parent.relative_to(REPO).as_posix()
         on_disk.add(mapped.get(rel, rel.replace("/", ".")))
     # listed data directories (no __init__.py: boundaries, static files, deploy's units) must exist and hold files
-    data = {name for name in listed - on_disk if _directory(name, config["package-dir"]).is_dir()
-            and not (_directory(name, config["package-dir"]) / "__init__.py").exists()}
-    assert all(any(p.is_file() for p in _directory(name, config["package-dir"]).iterdir()) for name in data)
+    where = {name: _directory(name, config["package-dir"]) for name in listed - on_disk}
+    data = {name for name, d in where.items() if d.is_dir() and not (d / "__init__.py").exists()}
+    assert all(any(p.is_file() for p in where[name].iterdir()) for name in data)
     assert on_disk == listed - data, \
         f"pyproject.toml [tool.setuptools] packages: missing {on_disk - listed}, stale {listed - on_disk - data}"
 
